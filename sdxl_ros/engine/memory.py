@@ -1,0 +1,54 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""Memory: rough estimates for admission control, free memory, and releasing caches."""
+
+import gc
+
+# Activation bytes per output pixel, measured on an H100 for SDXL with PyTorch SDPA at
+# 1024x1024 (rounded up): the UNet's peak on top of its weights, and the fp32 VAE decode.
+UNET_BYTES_PER_PIXEL = 1200
+VAE_DECODE_BYTES_PER_PIXEL = 3000
+# With VAE tiling the decode works on 512x512 tiles (diffusers' default tile size).
+VAE_TILE_PIXELS = 512 * 512
+
+
+def module_bytes(modules):
+    """Bytes held by the parameters and buffers of distinct modules (shared ones once)."""
+    seen, total = set(), 0
+    for module in modules:
+        if module is None or id(module) in seen:
+            continue
+        seen.add(id(module))
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def activation_bytes(width, height, dtype_size=2, vae_tiling=False, scale=1.0):
+    """Rough peak activation bytes for one image (CFG batch of 2) of width x height.
+
+    `scale` shrinks the estimate for small models (ratio of the model's UNet channel width to
+    SDXL's 320), so that the tiny preset is not over-estimated by orders of magnitude.
+    """
+    pixels = width * height
+    unet = UNET_BYTES_PER_PIXEL * pixels * dtype_size / 2 * scale
+    decode_pixels = min(pixels, VAE_TILE_PIXELS) if vae_tiling else pixels
+    vae = VAE_DECODE_BYTES_PER_PIXEL * decode_pixels * scale
+    return int(max(unet, vae))
+
+
+def free_device_bytes(device):
+    """Free bytes on a CUDA device, or None where unknown (CPU)."""
+    import torch
+    if device is None or torch.device(device).type != 'cuda' or not torch.cuda.is_available():
+        return None
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    return int(free)
+
+
+def release_cached_memory():
+    """Drop Python garbage and return PyTorch's cached CUDA blocks to the driver."""
+    gc.collect()
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

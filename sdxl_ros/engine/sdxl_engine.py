@@ -1,0 +1,340 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""SdxlEngine: load SDXL base + refiner once, then generate images for validated requests.
+
+No ROS here (DESIGN.md "Layers"): the node drives this class from its execute callback and
+translates progress, cancel and errors into action feedback and results.
+"""
+
+import random
+import threading
+import time
+
+from sdxl_ros.engine.config import EngineConfig
+from sdxl_ros.engine.errors import (EngineError, GenerationCancelled, ModelLoadError,
+                                    OutOfMemory)
+from sdxl_ros.engine.generation import (decode_latents, GenerationResult, plan_steps,
+                                        vae_needs_fp32)
+from sdxl_ros.engine.memory import (activation_bytes, free_device_bytes, module_bytes,
+                                    release_cached_memory)
+from sdxl_ros.engine.preview import latents_to_rgb
+from sdxl_ros.engine.progress import Progress, ProgressClock
+from sdxl_ros.infotext import format_infotext
+from sdxl_ros.request import SEED_LIMIT, validate_request
+
+_DTYPES = {'float16': 'float16', 'bfloat16': 'bfloat16', 'float32': 'float32'}
+# Message fragments by which torch reports running out of memory.
+_OOM_MARKERS = ('out of memory', "can't allocate memory", 'not enough memory')
+
+
+def _is_oom(error):
+    """Whether an exception is torch running out of (device or host) memory."""
+    import torch
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(
+        marker in str(error).lower() for marker in _OOM_MARKERS)
+
+
+class _Cancelled(Exception):
+    """Internal: raised from the step callback path when the cancel flag is seen."""
+
+
+class SdxlEngine:
+    """Text-to-image with SDXL base + refiner; one request at a time (not thread-safe)."""
+
+    def __init__(self, config=None):
+        """Remember the configuration; nothing is loaded until `load()`."""
+        self.config = config or EngineConfig()
+        self._models = None
+        self._device = None
+        self._dtype = None
+        self._scheduler_configs = None
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- loading
+    @property
+    def is_loaded(self):
+        """Whether models are loaded and `generate` may be called."""
+        return self._models is not None
+
+    @property
+    def model_names(self):
+        """(base name, refiner name or '') as written into infotext."""
+        if self._models is None:
+            return ('', '')
+        return (self._models.base_name, self._models.refiner_name)
+
+    @property
+    def device(self):
+        """The torch device generation runs on (after `load`)."""
+        return self._device
+
+    @property
+    def dtype(self):
+        """The torch dtype of the models (after `load`)."""
+        return self._dtype
+
+    @property
+    def base_pipeline(self):
+        """The diffusers base pipeline (for benchmarks and tests; None before `load`)."""
+        return self._models.base if self._models else None
+
+    @property
+    def refiner_pipeline(self):
+        """The diffusers refiner pipeline, or None when there is no refiner."""
+        return self._models.refiner if self._models else None
+
+    def _resolve_device_dtype(self):
+        """Turn 'auto' device/dtype into torch objects, refusing CUDA when there is none."""
+        import torch
+        device = self.config.device
+        if device == 'auto':
+            device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        if device == 'cuda' and not torch.cuda.is_available():
+            raise ModelLoadError('device cuda requested but PyTorch sees no CUDA GPU; '
+                                 'use device cpu (slow) or auto')
+        dtype = self.config.dtype
+        if dtype == 'auto':
+            dtype = 'float16' if device == 'cuda' else 'float32'
+        return torch.device(device), getattr(torch, _DTYPES[dtype])
+
+    def load(self, on_progress=None):
+        """Load base (+ refiner) as configured; raises ModelLoadError with what to fix."""
+        from sdxl_ros.engine.loading import load_models
+        start = time.monotonic()
+        if on_progress:
+            on_progress(Progress(stage='loading'))
+        self.unload()
+        device, dtype = self._resolve_device_dtype()
+        try:
+            models = load_models(self.config, device, dtype)
+        except ModelLoadError:
+            release_cached_memory()
+            raise
+        except Exception as error:
+            release_cached_memory()
+            if _is_oom(error):
+                raise ModelLoadError(
+                    f'not enough memory to load the models: {error}. Try memory_mode '
+                    'model_offload or sequential_offload') from error
+            raise ModelLoadError(f'cannot load models: {error}') from error
+        self._device, self._dtype = device, dtype
+        for pipeline in (models.base, models.refiner):
+            if pipeline is not None:
+                pipeline.set_progress_bar_config(disable=True)
+        self._place(models)
+        self._scheduler_configs = {
+            'base': dict(models.base.scheduler.config),
+            'refiner': dict(models.refiner.scheduler.config) if models.refiner else None}
+        self._models = models
+        if on_progress:
+            on_progress(Progress(stage='loading', elapsed_sec=time.monotonic() - start))
+
+    def _place(self, models):
+        """Put the models where the memory mode wants them; upcast an fp16-unsafe VAE."""
+        import torch
+        base, refiner = models.base, models.refiner
+        mode = self.config.memory_mode
+        if vae_needs_fp32(base.vae, self._dtype):
+            # Kept in fp32 for good (~170 MB): decoding fp16 SDXL latents overflows otherwise.
+            base.vae.to(torch.float32)
+        if self.config.vae_tiling:
+            base.vae.enable_tiling()
+        cuda = self._device.type == 'cuda'
+        if mode == 'resident' or not cuda:
+            base.to(self._device)
+            if refiner is not None:
+                refiner.to(self._device)
+            return
+        # Offloaded modes keep the small VAE resident: it makes the pipelines' device the GPU.
+        base.vae.to(self._device)
+        if mode == 'model_offload':
+            base.text_encoder.to(self._device)
+            base.text_encoder_2.to(self._device)
+            return
+        from diffusers.hooks import apply_group_offloading
+        modules = [base.text_encoder, base.text_encoder_2, base.unet]
+        if refiner is not None:
+            modules.append(refiner.unet)
+        for module in modules:
+            apply_group_offloading(module, onload_device=self._device,
+                                   offload_device=torch.device('cpu'),
+                                   offload_type='leaf_level')
+
+    def _enter_stage(self, stage):
+        """In model_offload mode, keep only the UNet of `stage` on the GPU."""
+        if self.config.memory_mode != 'model_offload' or self._device.type != 'cuda':
+            return
+        import torch
+        base, refiner = self._models.base, self._models.refiner
+        active = base.unet if stage == 'base' else refiner.unet
+        idle = refiner.unet if (stage == 'base' and refiner is not None) else (
+            base.unet if stage == 'refiner' else None)
+        if idle is not None:
+            idle.to(torch.device('cpu'))
+        active.to(self._device)
+
+    def unload(self):
+        """Drop the pipelines and return their GPU memory."""
+        self._models = None
+        self._scheduler_configs = None
+        release_cached_memory()
+
+    # ------------------------------------------------------------------ memory
+    def estimate_memory_bytes(self, request):
+        """Rough peak device bytes to generate `request` (weights resident + activations)."""
+        if self._models is None:
+            raise EngineError('models are not loaded: call load() first')
+        base, refiner = self._models.base, self._models.refiner
+        modules = [base.vae, base.text_encoder, base.text_encoder_2]
+        unets = [base.unet] + ([refiner.unet] if refiner is not None else [])
+        mode = self.config.memory_mode
+        if mode == 'resident' or self._device.type != 'cuda':
+            weights = module_bytes(modules + unets)
+        elif mode == 'model_offload':
+            weights = module_bytes(modules) + max(module_bytes([u]) for u in unets)
+        else:
+            weights = module_bytes([base.vae])
+        scale = base.unet.config.block_out_channels[0] / 320
+        itemsize = 2 if self._dtype is not None and self._dtype.itemsize == 2 else 4
+        return int(weights + activation_bytes(request.width, request.height, itemsize,
+                                              self.config.vae_tiling, scale))
+
+    def free_memory_bytes(self):
+        """Free bytes on the GPU, or None on CPU."""
+        return free_device_bytes(self._device)
+
+    # -------------------------------------------------------------- generation
+    def generate(self, request, on_progress=None, cancel=None, preview_every_n_steps=0):
+        """Generate `request.num_images` images; see the package docstring for the contract."""
+        request = validate_request(request, self.config.limits)
+        if self._models is None:
+            raise EngineError('models are not loaded: call load() first')
+        with self._lock:
+            try:
+                return self._generate(request, on_progress, cancel, preview_every_n_steps)
+            except _Cancelled:
+                raise GenerationCancelled('generation cancelled; no image was decoded') \
+                    from None
+            except (EngineError, ValueError):
+                raise
+            except Exception as error:
+                if _is_oom(error):
+                    release_cached_memory()
+                    raise OutOfMemory(
+                        f'out of memory while generating {request.width}x{request.height}: '
+                        f'{str(error).splitlines()[0]} Try a smaller size, fewer images, '
+                        'vae_tiling, or memory_mode model_offload') from error
+                raise EngineError(f'generation failed: {error}') from error
+
+    def _generate(self, request, on_progress, cancel, preview_every):
+        """The body of `generate`, without the error translation."""
+        import torch
+        models = self._models
+        seed = request.seed if request.seed != -1 else random.randrange(
+            SEED_LIMIT - request.num_images + 1)
+        plan = plan_steps(request.scheduler, self._scheduler_configs['base'], request.steps,
+                          request.refiner_switch, models.refiner is not None)
+        clock = ProgressClock(plan.total, request.num_images)
+        result = GenerationResult()
+        for index in range(request.num_images):
+            image_seed = seed + index
+            state = _StepState(self, request, plan, clock, index, on_progress, cancel,
+                               preview_every)
+            generator = torch.Generator('cpu').manual_seed(image_seed)
+            latents = self._denoise(request, plan, generator, state)
+            state.check_cancel()
+            state.report('decoding', plan.total)
+            decode_start = time.monotonic()
+            image = decode_latents(models.base.vae, latents)[0]
+            clock.decode_finished(time.monotonic() - decode_start)
+            result.images.append(image)
+            result.seeds.append(image_seed)
+            result.infotexts.append(format_infotext(
+                request, image_seed, models.base_name,
+                models.refiner_name if plan.uses_refiner else ''))
+        result.elapsed_sec = clock.elapsed()
+        return result
+
+    def _denoise(self, request, plan, generator, state):
+        """Run base (and refiner) to latents; stops early when cancelled."""
+        from sdxl_ros.schedulers import make_scheduler
+        models = self._models
+        negative = request.negative_prompt or None
+        common = dict(prompt=request.prompt, negative_prompt=negative,
+                      num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
+                      generator=generator, output_type='latent',
+                      callback_on_step_end=state.on_step_end,
+                      callback_on_step_end_tensor_inputs=['latents'])
+        state.check_cancel()
+        state.stage = 'base'
+        self._enter_stage('base')
+        models.base.scheduler = make_scheduler(request.scheduler,
+                                               self._scheduler_configs['base'])
+        latents = models.base(
+            width=request.width, height=request.height,
+            denoising_end=request.refiner_switch if plan.uses_refiner else None,
+            **common).images
+        if not plan.uses_refiner:
+            return latents
+        state.check_cancel()
+        state.stage = 'refiner'
+        self._enter_stage('refiner')
+        models.refiner.scheduler = make_scheduler(request.scheduler,
+                                                  self._scheduler_configs['refiner'])
+        return models.refiner(image=latents, denoising_start=request.refiner_switch,
+                              **common).images
+
+
+class _StepState:
+    """Per-image step bookkeeping shared by the base and refiner callbacks."""
+
+    def __init__(self, engine, request, plan, clock, index, on_progress, cancel, preview_every):
+        """Bind the callback targets of one image."""
+        self.engine = engine
+        self.request = request
+        self.total = plan.total
+        self.clock = clock
+        self.index = index
+        self.on_progress = on_progress
+        self.cancel = cancel
+        self.preview_every = preview_every
+        self.stage = 'base'
+        self.step = 0
+
+    def check_cancel(self):
+        """Raise _Cancelled if the caller set the cancel flag."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise _Cancelled()
+
+    def report(self, stage, step, preview=None):
+        """Send one Progress event to the caller's callback, if any."""
+        if self.on_progress is None:
+            return
+        decoding = stage == 'decoding'
+        self.on_progress(Progress(
+            stage=stage, step=step, total_steps=max(self.total, step),
+            image_index=self.index, num_images=self.request.num_images,
+            elapsed_sec=self.clock.elapsed(), eta_sec=self.clock.eta(self.index, False)
+            if not decoding else self.clock.eta(self.index, False),
+            preview=preview))
+
+    def on_step_end(self, pipe, _i, _t, callback_kwargs):
+        """diffusers' per-step hook: count, fault-inject, preview, report, honour cancel."""
+        self.step += 1
+        self.clock.step_finished()
+        fault = self.engine.config.fault_oom_at_step
+        if fault and self.step == fault:
+            import torch
+            raise torch.OutOfMemoryError(
+                'CUDA out of memory. Tried to allocate 2.00 GiB (injected by '
+                'fault_oom_at_step)')
+        preview = None
+        if self.preview_every and self.step % self.preview_every == 0:
+            preview = latents_to_rgb(callback_kwargs['latents'][0])
+        self.report(self.stage, self.step, preview)
+        if self.cancel is not None and self.cancel.is_set():
+            # Skip the remaining steps at once; output_type='latent' means no decode follows.
+            pipe._interrupt = True
+        return callback_kwargs

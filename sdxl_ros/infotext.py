@@ -1,0 +1,149 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""A1111 "infotext": the `parameters` string saved in PNGs, so an image can be re-generated.
+
+Layout (as AUTOMATIC1111's web UI writes it)::
+
+    <prompt, may span lines>
+    Negative prompt: <negative prompt, may span lines>     (omitted when empty)
+    Steps: 30, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 123, Size: 1024x1024, ...
+
+Values holding a comma, colon or newline are written as JSON strings, as A1111 does. Pure
+Python: no torch import.
+"""
+
+from dataclasses import replace
+import json
+import re
+
+from sdxl_ros.request import GenerationRequest, RequestError
+
+_NEGATIVE = 'Negative prompt:'
+# One `key: value` pair of the parameters line; a value is a JSON string or runs to a comma.
+_PARAM = re.compile(r'\s*(\w[\w \-/+]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+
+
+def _quote(value):
+    """Quote a value the way A1111 does when it would break the comma-separated line."""
+    value = str(value)
+    if any(ch in value for ch in ',\n:"'):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _unquote(value):
+    """Undo `_quote`."""
+    value = value.strip()
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _number(value):
+    """Write a float without a useless '.0' (7 not 7.0), otherwise exactly (repr)."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def format_infotext(request, seed, base_model_name='', refiner_model_name=''):
+    """Return the A1111 `parameters` text for one image of `request` generated with `seed`."""
+    params = [
+        ('Steps', request.steps),
+        ('Sampler', _quote(request.scheduler)),
+        ('CFG scale', _number(request.guidance_scale)),
+        ('Seed', int(seed)),
+        ('Size', f'{request.width}x{request.height}'),
+    ]
+    if base_model_name:
+        params.append(('Model', _quote(base_model_name)))
+    if refiner_model_name:
+        params.append(('Refiner', _quote(refiner_model_name)))
+    params.append(('Refiner switch at', _number(request.refiner_switch)))
+    lines = [request.prompt]
+    if request.negative_prompt:
+        lines.append(f'{_NEGATIVE} {request.negative_prompt}')
+    lines.append(', '.join(f'{key}: {value}' for key, value in params))
+    return '\n'.join(lines)
+
+
+def _parse_params_line(line):
+    """Return the key/value pairs of a parameters line, or None if it is not one."""
+    pairs = {}
+    position = 0
+    line = line.strip()
+    while position < len(line):
+        match = _PARAM.match(line, position)
+        if match is None or match.end() == position:
+            return None
+        pairs[match.group(1).strip()] = _unquote(match.group(2))
+        position = match.end()
+    # A1111's heuristic: a real parameters line has at least three pairs.
+    return pairs if len(pairs) >= 3 else None
+
+
+def parse_infotext_fields(text):
+    """Split infotext into (prompt, negative_prompt, {key: value}) without interpreting it."""
+    lines = text.replace('\r\n', '\n').split('\n')
+    params = {}
+    if lines:
+        parsed = _parse_params_line(lines[-1])
+        if parsed is not None:
+            params = parsed
+            lines = lines[:-1]
+    prompt_lines, negative_lines, in_negative = [], [], False
+    for line in lines:
+        if not in_negative and line.startswith(_NEGATIVE):
+            in_negative = True
+            line = line[len(_NEGATIVE):]
+            line = line[1:] if line.startswith(' ') else line
+        (negative_lines if in_negative else prompt_lines).append(line)
+    return '\n'.join(prompt_lines).strip(), '\n'.join(negative_lines).strip(), params
+
+
+def _field(params, key, convert, default):
+    """Convert one parameter, raising RequestError with the key on bad text."""
+    if key not in params:
+        return default
+    try:
+        return convert(params[key])
+    except ValueError:
+        raise RequestError(f'infotext field {key!r} has a bad value: {params[key]!r}') from None
+
+
+def _size(text):
+    """Parse 'WxH'."""
+    width, height = text.lower().split('x')
+    return int(width), int(height)
+
+
+def parse_infotext(text):
+    """Turn an A1111 `parameters` string back into a (not yet validated) GenerationRequest.
+
+    Missing fields take the request defaults; newer A1111 files that write the Karras
+    schedule as `Schedule type: Karras` map back to our 'X Karras' sampler names.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise RequestError('infotext is empty: nothing to re-generate')
+    prompt, negative, params = parse_infotext_fields(text)
+    defaults = GenerationRequest(prompt='')
+    width, height = _field(params, 'Size', _size, (defaults.width, defaults.height))
+    scheduler = params.get('Sampler', defaults.scheduler)
+    schedule_type = params.get('Schedule type', '')
+    if schedule_type.lower() == 'karras' and not scheduler.endswith('Karras'):
+        scheduler = f'{scheduler} Karras'
+    return replace(
+        defaults,
+        prompt=prompt,
+        negative_prompt=negative,
+        width=width,
+        height=height,
+        steps=_field(params, 'Steps', int, defaults.steps),
+        guidance_scale=_field(params, 'CFG scale', float, defaults.guidance_scale),
+        refiner_switch=_field(params, 'Refiner switch at', float, defaults.refiner_switch),
+        seed=_field(params, 'Seed', int, defaults.seed),
+        scheduler=scheduler,
+        num_images=1,
+    )

@@ -1,0 +1,88 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""Infotext (A1111 `parameters`) formatting and exact round trips."""
+
+from dataclasses import replace
+
+import pytest
+
+from sdxl_ros.infotext import format_infotext, parse_infotext, parse_infotext_fields
+from sdxl_ros.request import GenerationRequest, RequestError, validate_request
+
+BASE = GenerationRequest(prompt='a robot', negative_prompt='blurry', width=1024, height=768,
+                         steps=30, guidance_scale=7.0, refiner_switch=0.8, seed=123,
+                         scheduler='DPM++ 2M Karras')
+
+
+def test_format_matches_a1111_layout():
+    text = format_infotext(BASE, 123, 'sd_xl_base_1.0', 'sd_xl_refiner_1.0')
+    assert text == (
+        'a robot\nNegative prompt: blurry\n'
+        'Steps: 30, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 123, Size: 1024x768, '
+        'Model: sd_xl_base_1.0, Refiner: sd_xl_refiner_1.0, Refiner switch at: 0.8')
+
+
+def test_no_negative_line_when_empty():
+    text = format_infotext(replace(BASE, negative_prompt=''), 5, 'm', '')
+    assert 'Negative prompt' not in text
+    assert 'Refiner:' not in text
+    assert text.splitlines()[0] == 'a robot'
+
+
+@pytest.mark.parametrize('prompt,negative', [
+    ('a robot', ''),
+    ('a red, shiny robot: detailed', 'ugly, blurry'),
+    ('line one\nline two, with comma\n\nline four', 'neg one\nneg: two'),
+    ('quotes "inside" and \\ backslash', 'a "quoted" negative'),
+    ('Steps: 3, Sampler: x, Seed: 1 is in my prompt\nreally', ''),
+    ('unicode ✓ ロボット', 'нет'),
+])
+def test_round_trip_exact(prompt, negative):
+    request = validate_request(replace(BASE, prompt=prompt, negative_prompt=negative,
+                                       guidance_scale=6.5, refiner_switch=0.75, steps=17,
+                                       scheduler='Euler a', width=832, height=1216))
+    text = format_infotext(request, request.seed, 'base, v1', 'ref:2')
+    assert parse_infotext(text) == request
+
+
+def test_round_trip_with_reported_seed():
+    request = replace(BASE, seed=-1, num_images=3)
+    parsed = parse_infotext(format_infotext(request, 4242, 'b', 'r'))
+    assert parsed == replace(request, seed=4242, num_images=1)
+
+
+def test_model_names_quoted_and_recoverable():
+    text = format_infotext(BASE, 1, 'my, model', 'refiner "x"')
+    _prompt, _negative, params = parse_infotext_fields(text)
+    assert params['Model'] == 'my, model'
+    assert params['Refiner'] == 'refiner "x"'
+
+
+def test_parse_newer_a1111_schedule_type():
+    text = ('a cat\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 5, '
+            'Seed: 9, Size: 512x512, Model hash: abc, Model: x')
+    request = parse_infotext(text)
+    assert request.scheduler == 'DPM++ 2M Karras'
+    assert (request.steps, request.guidance_scale, request.seed) == (20, 5.0, 9)
+    assert (request.width, request.height) == (512, 512)
+
+
+def test_parse_without_parameters_line_uses_defaults():
+    request = parse_infotext('just a prompt')
+    assert request.prompt == 'just a prompt'
+    assert request.steps == GenerationRequest(prompt='').steps
+
+
+def test_parse_bad_values():
+    with pytest.raises(RequestError, match='Steps'):
+        parse_infotext('p\nSteps: many, Sampler: Euler, Seed: 1')
+    with pytest.raises(RequestError, match='empty'):
+        parse_infotext('  ')
+
+
+def test_infotext_does_not_import_torch():
+    import subprocess
+    import sys
+    code = ('import sys, sdxl_ros.infotext, sdxl_ros.request, sdxl_ros.png_io; '
+            'sys.exit(1 if "torch" in sys.modules else 0)')
+    assert subprocess.run([sys.executable, '-c', code]).returncode == 0
