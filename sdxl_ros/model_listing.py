@@ -1,0 +1,46 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""What `~/list_models` reports: checkpoints and diffusers folders in model_dir, then presets."""
+
+from pathlib import Path
+
+from sdxl_ros.engine.presets import PRESETS
+
+#: Suffixes of single-file checkpoints that are listed.
+CHECKPOINT_SUFFIXES = ('.safetensors', '.ckpt')
+
+
+def list_models(model_dir):
+    """
+    Return (names relative to model_dir, sorted, then the preset names; absolute dir).
+
+    Lists single-file checkpoints and folders holding a model_index.json, one level deep and
+    in direct subfolders (a common layout: models/sdxl/sd_xl_base_1.0.safetensors). A missing
+    or empty model_dir lists only the presets.
+    """
+    names = []
+    directory = ''
+    if model_dir:
+        root = Path(model_dir).expanduser().resolve()
+        directory = str(root)
+        if root.is_dir():
+            names = sorted(_models_in(root))
+    return names + list(PRESETS), directory
+
+
+def _models_in(root):
+    """Yield the model names (relative paths) in `root` and its direct subfolders."""
+    for entry in root.iterdir():
+        if _is_model(entry):
+            yield entry.name
+        elif entry.is_dir():
+            for child in entry.iterdir():
+                if _is_model(child):
+                    yield f'{entry.name}/{child.name}'
+
+
+def _is_model(path):
+    """Whether `path` is a checkpoint file or a diffusers folder."""
+    if path.is_file():
+        return path.suffix.lower() in CHECKPOINT_SUFFIXES
+    return path.is_dir() and (path / 'model_index.json').is_file()

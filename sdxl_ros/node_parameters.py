@@ -1,0 +1,200 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""
+The node's parameters: one table (name, default, description, range) and a dataclass.
+
+The node declares every entry of `PARAMETERS` with a descriptor built from it, reads the values
+once into `NodeParameters`, and checks changes with `check_parameters` before accepting them.
+No rclpy here, so the table and the checks are tested without ROS.
+"""
+
+from dataclasses import dataclass, fields, replace
+from typing import Optional
+
+from sdxl_ros.engine.config import DEVICES, DTYPES, EngineConfig, MEMORY_MODES
+from sdxl_ros.request import Limits, MAX_GUIDANCE, MIN_GUIDANCE
+from sdxl_ros.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One parameter: its default (which fixes its type), what it does and its bounds."""
+
+    name: str
+    default: object
+    description: str
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    step: int = 0
+    choices: tuple = ()
+    read_only: bool = False
+
+
+PARAMETERS = (
+    ParameterSpec('autostart', True,
+                  'Configure and activate at start-up, so ros2 run and the launch file '
+                  'just work; false leaves the node unconfigured for a lifecycle manager.',
+                  read_only=True),
+    ParameterSpec('base_model', 'sd_xl_base_1.0.safetensors',
+                  'SDXL base model: a single-file checkpoint, a diffusers folder (relative '
+                  'names are looked up in model_dir) or a preset (tiny, sdxl-random). '
+                  'Changing it at run time reloads the models before the next goal.'),
+    ParameterSpec('refiner_model', 'sd_xl_refiner_1.0.safetensors',
+                  'SDXL refiner model, as base_model; empty = base only. Changing it at run '
+                  'time reloads the models before the next goal.'),
+    ParameterSpec('model_dir', '',
+                  'Directory where model checkpoints and diffusers folders are looked for '
+                  '(and listed by ~/list_models).'),
+    ParameterSpec('tokenizer_dir', '',
+                  'Folder with CLIP tokenizer files for single-file checkpoints (vocab.json + '
+                  'merges.txt, or tokenizer/ and tokenizer_2/); empty = bundled/installed.'),
+    ParameterSpec('device', 'auto', 'Where to run: auto (CUDA if present), cuda or cpu.',
+                  choices=DEVICES),
+    ParameterSpec('dtype', 'auto', 'Weight precision: auto (float16 on CUDA, float32 on CPU), '
+                  'float16, bfloat16 or float32.', choices=DTYPES),
+    ParameterSpec('memory_mode', 'resident',
+                  'resident (fastest, ~13 GB), model_offload (one UNet on the GPU at a time) '
+                  'or sequential_offload (least memory, slowest).', choices=MEMORY_MODES),
+    ParameterSpec('vae_tiling', False, 'Decode the image in tiles to save memory at large sizes.'),
+    ParameterSpec('default_width', 1024, 'Image width for goals with width 0 (multiple of 8).',
+                  minimum=8, maximum=8192, step=8),
+    ParameterSpec('default_height', 1024,
+                  'Image height for goals with height 0 (multiple of 8).',
+                  minimum=8, maximum=8192, step=8),
+    ParameterSpec('default_steps', 30, 'Denoising steps for goals with steps 0.',
+                  minimum=1, maximum=1000),
+    ParameterSpec('default_guidance_scale', 7.0,
+                  'CFG scale for goals with guidance_scale 0 (1.0 disables CFG).',
+                  minimum=MIN_GUIDANCE, maximum=MAX_GUIDANCE),
+    ParameterSpec('default_refiner_switch', 0.8,
+                  'Fraction of the steps done by the base for goals with refiner_switch 0 '
+                  '(1.0 = base only).', minimum=0.0, maximum=1.0),
+    ParameterSpec('default_scheduler', 'DPM++ 2M Karras',
+                  'Sampler for goals with an empty scheduler: ' + ', '.join(SCHEDULER_NAMES)),
+    ParameterSpec('default_negative_prompt', '',
+                  'Negative prompt for goals with an empty negative_prompt.'),
+    ParameterSpec('min_side', 256, 'Smallest width/height a goal may ask for (the tiny '
+                  'preset needs 64 or less).', minimum=8, maximum=8192, step=8),
+    ParameterSpec('max_side', 2048, 'Largest width/height a goal may ask for.',
+                  minimum=8, maximum=8192, step=8),
+    ParameterSpec('max_steps', 150, 'Most denoising steps a goal may ask for.',
+                  minimum=1, maximum=1000),
+    ParameterSpec('max_images', 8, 'Most images one goal may ask for.', minimum=1, maximum=64),
+    ParameterSpec('max_queue', 4,
+                  'Goals that may wait behind the running one; more are refused with a '
+                  'reason. Read at start-up only.', minimum=0, maximum=64, read_only=True),
+    ParameterSpec('preview_every_n_steps', 5,
+                  'Publish a small preview on ~/preview every N denoising steps (0 = never).',
+                  minimum=0, maximum=1000),
+    ParameterSpec('frame_id', 'sdxl', 'frame_id of the header of published images.'),
+    ParameterSpec('output_dir', '',
+                  'If set, also save every result as PNG with its infotext here; the node '
+                  'chooses the file names.'),
+    ParameterSpec('fault_oom_at_step', 0,
+                  'Test hook: raise an out-of-memory error at this step of every image '
+                  '(0 = off). Reloads the models when changed.', minimum=0, maximum=1000),
+)
+
+#: Parameters whose change means the models must be loaded again.
+RELOAD_PARAMETERS = frozenset((
+    'base_model', 'refiner_model', 'model_dir', 'tokenizer_dir', 'device', 'dtype',
+    'memory_mode', 'vae_tiling', 'fault_oom_at_step'))
+
+
+@dataclass(frozen=True)
+class NodeParameters:
+    """The parameter values the node works with (see PARAMETERS for their meaning)."""
+
+    autostart: bool
+    base_model: str
+    refiner_model: str
+    model_dir: str
+    tokenizer_dir: str
+    device: str
+    dtype: str
+    memory_mode: str
+    vae_tiling: bool
+    default_width: int
+    default_height: int
+    default_steps: int
+    default_guidance_scale: float
+    default_refiner_switch: float
+    default_scheduler: str
+    default_negative_prompt: str
+    min_side: int
+    max_side: int
+    max_steps: int
+    max_images: int
+    max_queue: int
+    preview_every_n_steps: int
+    frame_id: str
+    output_dir: str
+    fault_oom_at_step: int
+
+    @classmethod
+    def defaults(cls):
+        """Return the values of the table, as the node starts without overrides."""
+        return cls(**{spec.name: spec.default for spec in PARAMETERS})
+
+    def updated(self, changes):
+        """Return a copy with `changes` ({name: value}) applied; unknown names are ignored."""
+        names = {f.name for f in fields(self)}
+        return replace(self, **{k: v for k, v in changes.items() if k in names})
+
+    def limits(self):
+        """Return the request limits goals are validated against."""
+        return Limits(min_side=self.min_side, max_side=self.max_side,
+                      max_steps=self.max_steps, max_images=self.max_images)
+
+    def engine_config(self):
+        """Return the engine configuration these values describe."""
+        return EngineConfig(
+            base_model=self.base_model, refiner_model=self.refiner_model,
+            model_dir=self.model_dir, tokenizer_dir=self.tokenizer_dir, device=self.device,
+            dtype=self.dtype, memory_mode=self.memory_mode, vae_tiling=self.vae_tiling,
+            limits=self.limits(), fault_oom_at_step=self.fault_oom_at_step)
+
+
+def needs_reload(old, new):
+    """Whether going from parameters `old` to `new` needs the models loaded again."""
+    return any(getattr(old, name) != getattr(new, name) for name in RELOAD_PARAMETERS)
+
+
+def check_parameters(params, check_models=True):
+    """
+    Return the problems of a set of values as readable strings (empty list: all fine).
+
+    Ranges and types are enforced by the descriptors; this checks what they cannot: choices,
+    the scheduler name, min_side <= max_side and (with `check_models`) that the models can
+    be found.
+    """
+    problems = []
+    for spec in PARAMETERS:
+        value = getattr(params, spec.name)
+        if spec.choices and value not in spec.choices:
+            problems.append(f'{spec.name} {value!r} is not one of: ' + ', '.join(spec.choices))
+    if canonical_scheduler_name(params.default_scheduler) is None:
+        problems.append(f'default_scheduler {params.default_scheduler!r} is unknown: use one '
+                        'of ' + ', '.join(SCHEDULER_NAMES))
+    if params.min_side > params.max_side:
+        problems.append(f'min_side {params.min_side} is larger than max_side {params.max_side}')
+    if check_models:
+        problems.extend(_model_problems(params))
+    return problems
+
+
+def _model_problems(params):
+    """Problems finding the configured base and refiner models."""
+    from sdxl_ros.engine.errors import ModelLoadError
+    from sdxl_ros.engine.loading import resolve_source
+    problems = []
+    for role, name in (('base', params.base_model), ('refiner', params.refiner_model)):
+        if role == 'base' and not name:
+            problems.append('base_model is empty: name a checkpoint, folder or preset')
+            continue
+        if name:
+            try:
+                resolve_source(name, params.model_dir, role)
+            except ModelLoadError as error:
+                problems.append(str(error))
+    return problems
