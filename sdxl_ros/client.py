@@ -1,0 +1,271 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""
+sdxl_generate: send one GenerateImage goal and save the result as PNG with its infotext.
+
+    sdxl_generate "a robot in a garden" --seed 7 --steps 30 --output out.png
+    sdxl_generate --from-png out.png --output again.png
+
+Waits for the action server, draws a progress bar on stderr from the feedback, writes
+out.png (out-1.png, out-2.png, ... for more images) with the A1111 `parameters` text chunk,
+prints each seed and path, cancels the goal on Ctrl-C, and exits non-zero with the server's
+message when the goal is refused or fails. Exit status: 0 done, 1 refused/failed, 2 usage or
+no server, 130 cancelled by Ctrl-C.
+"""
+
+import argparse
+import os
+import re
+import sys
+import time
+
+from sdxl_ros.goal_conversion import request_to_goal
+from sdxl_ros.infotext import parse_infotext
+from sdxl_ros.png_io import read_png_parameters, save_png
+from sdxl_ros.request import RequestError
+
+#: Goal fields settable by flags: (flag, goal field, type, help).
+GOAL_FLAGS = (
+    ('--negative-prompt', 'negative_prompt', str, 'what to steer away from'),
+    ('--width', 'width', int, 'image width in pixels, multiple of 8 (0 = node default)'),
+    ('--height', 'height', int, 'image height in pixels, multiple of 8 (0 = node default)'),
+    ('--steps', 'steps', int, 'denoising steps, base and refiner together (0 = default)'),
+    ('--guidance-scale', 'guidance_scale', float, 'CFG scale (1 disables CFG; 0 = default)'),
+    ('--refiner-switch', 'refiner_switch', float,
+     'fraction of the steps done by the base, (0, 1]; 1 = base only (0 = default)'),
+    ('--seed', 'seed', int, 'seed of the first image; -1 = random (default)'),
+    ('--scheduler', 'scheduler', str, 'sampler, e.g. "DPM++ 2M Karras", "Euler a"'),
+    ('--num-images', 'num_images', int, 'how many images (seeds seed, seed+1, ...)'),
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser():
+    """Return the command line parser."""
+    parser = argparse.ArgumentParser(
+        prog='sdxl_generate',
+        description='Generate images with a running sdxl_node and save them as PNG.')
+    parser.add_argument('prompt', nargs='?', help='what to draw')
+    for flag, field, kind, text in GOAL_FLAGS:
+        parser.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    parser.add_argument('--from-png', metavar='PNG',
+                        help='re-generate from the infotext saved in a PNG; other flags '
+                             'override its fields')
+    parser.add_argument('-o', '--output', default='sdxl.png',
+                        help='PNG to write (more images: NAME-1.png, NAME-2.png, ...)')
+    parser.add_argument('--namespace', default='', help='namespace of the node')
+    parser.add_argument('--node-name', default='sdxl', help='name of the node (sdxl)')
+    parser.add_argument('--action', default='',
+                        help='full action name; overrides --namespace/--node-name')
+    parser.add_argument('--timeout', type=float, default=30.0,
+                        help='seconds to wait for the action server (default 30)')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    return parser
+
+
+def action_name(args):
+    """Return the action to address, from --action or --namespace/--node-name."""
+    if args.action:
+        return args.action
+    namespace = args.namespace.strip('/')
+    return '/' + '/'.join(part for part in (namespace, args.node_name, 'generate') if part)
+
+
+def build_goal(args, goal):
+    """Fill the goal message `goal` from --from-png and the flags; raise RequestError."""
+    if args.from_png:
+        try:
+            text = read_png_parameters(args.from_png)
+        except OSError as error:
+            raise RequestError(f'cannot read {args.from_png}: {error}') from None
+        if not text:
+            raise RequestError(f'{args.from_png} holds no "parameters" infotext')
+        request_to_goal(parse_infotext(text), goal)
+    if args.prompt is not None:
+        goal.prompt = args.prompt
+    for _flag, field, _kind, _text in GOAL_FLAGS:
+        value = getattr(args, field)
+        if value is not None:
+            setattr(goal, field, value)
+    if not args.from_png and args.prompt is None:
+        raise RequestError('give a prompt or --from-png')
+    return goal
+
+
+def output_paths(output, count):
+    """Return the file names of `count` images: out.png, out-1.png, out-2.png, ..."""
+    root, ext = os.path.splitext(output)
+    ext = ext or '.png'
+    return [f'{root}{ext}' if index == 0 else f'{root}-{index}{ext}' for index in range(count)]
+
+
+def infotext_for_seed(parameters, seed):
+    """Return the infotext of the first image with its seed replaced by `seed`."""
+    return re.sub(r'(^|, )Seed: -?\d+', lambda m: f'{m.group(1)}Seed: {seed}', parameters,
+                  flags=re.MULTILINE)
+
+
+def format_progress(feedback, width=24):
+    """Return one progress line for a feedback message (stage, step bar, ETA)."""
+    if feedback.stage == 'queued':
+        return f'queued: {feedback.queue_position} goal(s) ahead'
+    if feedback.stage == 'loading':
+        return 'loading models...'
+    total = max(1, feedback.total_steps)
+    done = min(feedback.step, total)
+    filled = round(width * done / total)
+    bar = '#' * filled + '-' * (width - filled)
+    return (f'image {feedback.image_index + 1} {feedback.stage:<8} [{bar}] '
+            f'{done}/{feedback.total_steps} {feedback.elapsed_sec:5.1f}s ETA '
+            f'{feedback.eta_sec:4.1f}s')
+
+
+class ProgressPrinter:
+    """Draw feedback on stderr: one rewritten line on a terminal, a line per stage otherwise."""
+
+    def __init__(self, stream=sys.stderr, enabled=True):
+        """Write to `stream` unless disabled."""
+        self.stream = stream
+        self.enabled = enabled
+        self.tty = stream.isatty()
+        self.last_stage = None
+        self.count = 0
+
+    def __call__(self, feedback):
+        """Show one feedback message."""
+        self.count += 1
+        if not self.enabled:
+            return
+        line = format_progress(feedback)
+        if self.tty:
+            self.stream.write('\r' + line.ljust(79))
+        elif (feedback.stage, feedback.image_index) != self.last_stage:
+            self.stream.write(line + '\n')
+        self.last_stage = (feedback.stage, feedback.image_index)
+        self.stream.flush()
+
+    def finish(self):
+        """End the progress line."""
+        if self.enabled and self.tty and self.count:
+            self.stream.write('\n')
+            self.stream.flush()
+
+
+def fail(message, code=EXIT_FAILED):
+    """Print `message` on stderr and return `code`."""
+    print(f'sdxl_generate: {message}', file=sys.stderr)
+    return code
+
+
+def save_result(result, output):
+    """Write the result images as PNGs; print and return the paths."""
+    from sdxl_ros.image_conversion import image_msg_to_numpy
+    paths = output_paths(output, len(result.images))
+    for path, image, seed in zip(paths, result.images, result.seeds):
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        save_png(path, image_msg_to_numpy(image), infotext_for_seed(result.parameters, seed))
+        print(f'seed {seed} -> {path}')
+    return paths
+
+
+class GoalRunner:
+    """Send one goal and wait for its result, cancelling it on Ctrl-C."""
+
+    def __init__(self, node, name, progress):
+        """Create the action client of `node` for action `name`."""
+        from rclpy.action import ActionClient
+        from sdxl_ros.action import GenerateImage
+        self.node = node
+        self.client = ActionClient(node, GenerateImage, name)
+        self.progress = progress
+        self.goal_handle = None
+
+    def spin_until(self, future, timeout=None):
+        """Spin until `future` is done or `timeout` seconds passed; return whether done."""
+        import rclpy
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not future.done():
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            rclpy.spin_once(self.node, timeout_sec=0.1)
+        return True
+
+    def run(self, goal):
+        """Send `goal`; return the GetResult response (status + result) or None if rejected."""
+        sent = self.client.send_goal_async(goal, feedback_callback=self._on_feedback)
+        self.spin_until(sent)
+        self.goal_handle = sent.result()
+        if not self.goal_handle.accepted:
+            return None
+        response = self.goal_handle.get_result_async()
+        self.spin_until(response)
+        return response.result()
+
+    def cancel(self, timeout=10.0):
+        """Cancel the goal and wait for its result (None if it did not end in time)."""
+        if self.goal_handle is None or not self.goal_handle.accepted:
+            return None
+        response = self.goal_handle.get_result_async()
+        self.spin_until(self.goal_handle.cancel_goal_async(), timeout)
+        return response.result() if self.spin_until(response, timeout) else None
+
+    def _on_feedback(self, message):
+        """Feed the progress printer."""
+        self.progress(message.feedback)
+
+
+def generate(args, goal):
+    """Run the goal against the server; return the exit status."""
+    import rclpy
+    from action_msgs.msg import GoalStatus
+    name = action_name(args)
+    node = rclpy.create_node(f'sdxl_generate_{os.getpid()}')
+    progress = ProgressPrinter(enabled=not args.quiet)
+    runner = GoalRunner(node, name, progress)
+    try:
+        if not runner.client.wait_for_server(timeout_sec=args.timeout):
+            return fail(f'no action server at {name} after {args.timeout:g} s '
+                        '(is sdxl_node running, in this ROS_DOMAIN_ID?)', EXIT_USAGE)
+        try:
+            response = runner.run(goal)
+        except KeyboardInterrupt:
+            progress.finish()
+            print('sdxl_generate: cancelling...', file=sys.stderr)
+            response = runner.cancel()
+            return fail('cancelled' + (f': {response.result.message}' if response else ''),
+                        EXIT_INTERRUPTED)
+        progress.finish()
+        if response is None:
+            return fail('the server rejected the goal')
+        if response.status != GoalStatus.STATUS_SUCCEEDED:
+            return fail(response.result.message or f'goal ended with status {response.status}')
+        save_result(response.result, args.output)
+        return EXIT_OK
+    finally:
+        runner.client.destroy()
+        node.destroy_node()
+
+
+def main(argv=None):
+    """Entry point of sdxl_generate; returns the exit status."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+    from rclpy.utilities import remove_ros_args
+    from sdxl_ros.action import GenerateImage
+    argv = sys.argv if argv is None else ['sdxl_generate'] + list(argv)
+    args = build_parser().parse_args(remove_ros_args(argv)[1:])
+    try:
+        goal = build_goal(args, GenerateImage.Goal())
+    except RequestError as error:
+        return fail(str(error), EXIT_USAGE)
+    # Ctrl-C must reach us as KeyboardInterrupt so the goal can be cancelled first.
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        return generate(args, goal)
+    except KeyboardInterrupt:
+        return fail('interrupted', EXIT_INTERRUPTED)
+    finally:
+        rclpy.try_shutdown()
