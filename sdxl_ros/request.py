@@ -116,7 +116,8 @@ def validate_request(request, limits=None):
 
     Normalisation: prompts lose surrounding whitespace and control characters other than
     tab/newline, the scheduler name becomes its canonical spelling, guidance and switch are
-    rounded to float32 precision (7 significant digits). Raises `RequestError` naming the field, the bad value and what is allowed.
+    rounded to float32 precision (7 significant digits).
+    Raises `RequestError` naming the field, the bad value and what is allowed.
     """
     limits = limits or Limits()
     if not isinstance(request, GenerationRequest):

@@ -13,17 +13,18 @@ TINY_LIMITS = Limits(min_side=64)
 
 
 def tiny_request(**fields):
-    """A valid request for the tiny preset: 64x64, few steps, fixed seed."""
-    values = dict(prompt='a robot', width=64, height=64, steps=6, seed=7,
-                  scheduler='Euler', guidance_scale=7.0, refiner_switch=0.8)
+    """Return a valid request for the tiny preset: 64x64, few steps, fixed seed."""
+    values = {'prompt': 'a robot', 'width': 64, 'height': 64, 'steps': 6, 'seed': 7,
+              'scheduler': 'Euler', 'guidance_scale': 7.0, 'refiner_switch': 0.8}
     values.update(fields)
     return GenerationRequest(**values)
 
 
 def tiny_engine(**config):
-    """A loaded SdxlEngine on the tiny preset, on the CPU."""
+    """Return a loaded SdxlEngine on the tiny preset, on the CPU."""
     from sdxl_ros.engine import EngineConfig, SdxlEngine
-    values = dict(base_model='tiny', refiner_model='tiny', device='cpu', limits=TINY_LIMITS)
+    values = {'base_model': 'tiny', 'refiner_model': 'tiny', 'device': 'cpu',
+              'limits': TINY_LIMITS}
     values.update(config)
     engine = SdxlEngine(EngineConfig(**values))
     engine.load()

@@ -26,7 +26,7 @@ class DecodeCounter:
     """Counts forward passes of the real VAE decoder through a forward hook (no mock)."""
 
     def __init__(self, engine):
-        """Hook the engine's VAE decoder."""
+        """Install a forward hook on the engine's VAE decoder."""
         self.count = 0
         self.handle = engine.base_pipeline.vae.decoder.register_forward_hook(self._hook)
 

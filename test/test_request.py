@@ -137,7 +137,8 @@ def test_seed_must_be_integer():
 
 @pytest.mark.parametrize('name', ['Euler', 'euler', 'EULER A', 'dpm++ 2m  karras', 'ddim'])
 def test_scheduler_case_insensitive(name):
-    assert validate_request(replace(OK, scheduler=name)).scheduler.lower() ==         ' '.join(name.split()).lower()
+    canonical = validate_request(replace(OK, scheduler=name)).scheduler
+    assert canonical.lower() == ' '.join(name.split()).lower()
 
 
 def test_unknown_scheduler_lists_known_names():

@@ -69,7 +69,7 @@ def plan_steps(scheduler_name, scheduler_config, steps, switch, has_refiner):
 
 
 def vae_needs_fp32(vae, dtype):
-    """SDXL's VAE overflows in fp16 (black/NaN images) unless its config says it is fixed."""
+    """Tell whether the VAE must decode in fp32: SDXL's overflows in fp16 unless fixed."""
     import torch
     return dtype == torch.float16 and bool(getattr(vae.config, 'force_upcast', True))
 

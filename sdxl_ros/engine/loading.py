@@ -209,8 +209,8 @@ def _single_file_pipeline(source, role, dtype, tokenizer_dir, share_from=None):
         tokenizer, tokenizer_2 = toks.tiny_tokenizers()
     elif share_from is None:
         tokenizer, tokenizer_2 = toks.find_tokenizers(tokenizer_dir)
-    kwargs = dict(config=str(model_config_dir(config_name)), local_files_only=True,
-                  torch_dtype=dtype, add_watermarker=False)
+    kwargs = {'config': str(model_config_dir(config_name)), 'local_files_only': True,
+              'torch_dtype': dtype, 'add_watermarker': False}
     try:
         if role == 'refiner':
             return StableDiffusionXLImg2ImgPipeline.from_single_file(
@@ -236,8 +236,8 @@ def _folder_variant(folder):
 def _folder_pipeline(source, role, dtype, share_from=None):
     """Load a diffusers-format folder, strictly offline."""
     from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
-    kwargs = dict(local_files_only=True, torch_dtype=dtype, add_watermarker=False,
-                  variant=_folder_variant(source.location))
+    kwargs = {'local_files_only': True, 'torch_dtype': dtype, 'add_watermarker': False,
+              'variant': _folder_variant(source.location)}
     try:
         if role == 'refiner':
             return StableDiffusionXLImg2ImgPipeline.from_pretrained(

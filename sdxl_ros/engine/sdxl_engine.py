@@ -229,7 +229,7 @@ class SdxlEngine:
                 raise EngineError(f'generation failed: {error}') from error
 
     def _generate(self, request, on_progress, cancel, preview_every):
-        """The body of `generate`, without the error translation."""
+        """Run the body of `generate`, without the error translation."""
         import torch
         models = self._models
         seed = request.seed if request.seed != -1 else random.randrange(
@@ -262,11 +262,11 @@ class SdxlEngine:
         from sdxl_ros.schedulers import make_scheduler
         models = self._models
         negative = request.negative_prompt or None
-        common = dict(prompt=request.prompt, negative_prompt=negative,
-                      num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
-                      generator=generator, output_type='latent',
-                      callback_on_step_end=state.on_step_end,
-                      callback_on_step_end_tensor_inputs=['latents'])
+        common = {'prompt': request.prompt, 'negative_prompt': negative,
+                  'num_inference_steps': request.steps,
+                  'guidance_scale': request.guidance_scale, 'generator': generator,
+                  'output_type': 'latent', 'callback_on_step_end': state.on_step_end,
+                  'callback_on_step_end_tensor_inputs': ['latents']}
         state.check_cancel()
         state.stage = 'base'
         self._enter_stage('base')
@@ -321,7 +321,7 @@ class _StepState:
             preview=preview))
 
     def on_step_end(self, pipe, _i, _t, callback_kwargs):
-        """diffusers' per-step hook: count, fault-inject, preview, report, honour cancel."""
+        """Handle diffusers' per-step hook: count, fault-inject, preview, report, cancel."""
         self.step += 1
         self.clock.step_finished()
         fault = self.engine.config.fault_oom_at_step

@@ -95,8 +95,15 @@ def tokenizers_from_dir(folder):
     """Load the tokenizer pair from `folder` (tokenizer/ + tokenizer_2/, or one vocab set)."""
     from transformers import CLIPTokenizer
     folder = Path(folder)
+    nested = (folder / 'tokenizer').is_dir() and (folder / 'tokenizer_2').is_dir()
+    for sub in ([folder / 'tokenizer', folder / 'tokenizer_2'] if nested else [folder]):
+        # transformers quietly builds an empty 3-token tokenizer from a folder without files.
+        if not ((sub / 'vocab.json').is_file() and (sub / 'merges.txt').is_file()) and not (
+                sub / 'tokenizer.json').is_file():
+            raise ModelLoadError(f'cannot load CLIP tokenizers from {folder}: {sub} has no '
+                                 'vocab.json + merges.txt or tokenizer.json. ' + TOKENIZER_HELP)
     try:
-        if (folder / 'tokenizer').is_dir() and (folder / 'tokenizer_2').is_dir():
+        if nested:
             return (CLIPTokenizer.from_pretrained(str(folder / 'tokenizer'),
                                                   local_files_only=True),
                     CLIPTokenizer.from_pretrained(str(folder / 'tokenizer_2'),

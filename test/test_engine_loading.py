@@ -1,0 +1,208 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""Offline model loading: single-file checkpoints, diffusers folders, tokenizers, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from engine_fixtures import tiny_engine, tiny_request
+from sdxl_ros.engine import EngineConfig, ModelLoadError, SdxlEngine
+from sdxl_ros.engine import tokenizers as toks
+from sdxl_ros.engine.resources import model_config_dir, resource_dir
+from sdxl_ros.engine.single_file_export import save_single_file, single_file_state_dict
+
+COMPONENTS = ('unet', 'vae', 'text_encoder', 'text_encoder_2')
+
+
+@pytest.fixture(scope='module')
+def preset():
+    """Return the tiny preset engine the files are written from."""
+    return tiny_engine()
+
+
+@pytest.fixture(scope='module')
+def checkpoints(preset, tmp_path_factory):
+    """Tiny base and refiner written as original-layout single files."""
+    folder = tmp_path_factory.mktemp('models')
+    save_single_file(preset.base_pipeline, folder / 'tiny_base.safetensors', 'base')
+    save_single_file(preset.refiner_pipeline, folder / 'tiny_refiner.safetensors', 'refiner')
+    return folder
+
+
+def load(**config):
+    """Load an engine on the CPU with tiny limits and return it."""
+    return tiny_engine(**config)
+
+
+def assert_same_weights(first, second):
+    """Every tensor of the two modules is bit-identical."""
+    a, b = first.state_dict(), second.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resources_found():
+    assert (resource_dir() / 'models' / 'sdxl-base' / 'unet' / 'config.json').is_file()
+    assert (model_config_dir('sdxl-refiner') / 'model_index.json').is_file()
+
+
+def test_written_file_uses_original_key_layout(preset):
+    keys = single_file_state_dict(preset.base_pipeline, 'base').keys()
+    assert 'model.diffusion_model.input_blocks.0.0.weight' in keys
+    assert 'model.diffusion_model.label_emb.0.0.weight' in keys
+    assert 'first_stage_model.decoder.mid.attn_1.q.weight' in keys
+    assert 'conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight' in keys
+    assert any(k.startswith('conditioner.embedders.0.transformer.text_model.') for k in keys)
+    refiner = single_file_state_dict(preset.refiner_pipeline, 'refiner').keys()
+    assert 'conditioner.embedders.0.model.text_projection' in refiner
+    assert not any(k.startswith('conditioner.embedders.1.') for k in refiner)
+
+
+def test_single_file_loads_offline_with_equal_weights(preset, checkpoints):
+    engine = load(base_model='tiny_base.safetensors', refiner_model='tiny_refiner.safetensors',
+                  model_dir=str(checkpoints))
+    assert engine.model_names == ('tiny_base', 'tiny_refiner')
+    for name in COMPONENTS:
+        assert_same_weights(getattr(preset.base_pipeline, name),
+                            getattr(engine.base_pipeline, name))
+    assert_same_weights(preset.refiner_pipeline.unet, engine.refiner_pipeline.unet)
+    assert engine.refiner_pipeline.vae is engine.base_pipeline.vae
+    assert engine.refiner_pipeline.text_encoder_2 is engine.base_pipeline.text_encoder_2
+    request = tiny_request(steps=5)
+    assert np.array_equal(preset.generate(request).images[0],
+                          engine.generate(request).images[0])
+    assert 'Model: tiny_base, Refiner: tiny_refiner' in engine.generate(request).infotexts[0]
+
+
+def test_diffusers_folder_loads(preset, tmp_path):
+    preset.base_pipeline.save_pretrained(tmp_path / 'base')
+    preset.refiner_pipeline.save_pretrained(tmp_path / 'refiner')
+    engine = load(base_model=str(tmp_path / 'base'), refiner_model='refiner',
+                  model_dir=str(tmp_path))
+    assert engine.model_names == ('base', 'refiner')
+    assert engine.refiner_pipeline.vae is engine.base_pipeline.vae
+    request = tiny_request(steps=4, scheduler='Euler a')
+    assert np.array_equal(preset.generate(request).images[0],
+                          engine.generate(request).images[0])
+
+
+def test_missing_file_says_where_it_looked(tmp_path):
+    with pytest.raises(ModelLoadError, match='not found.*missing.safetensors.*preset'):
+        load(base_model='missing.safetensors', model_dir=str(tmp_path))
+
+
+def test_folder_without_model_index(tmp_path):
+    with pytest.raises(ModelLoadError, match='model_index.json'):
+        load(base_model=str(tmp_path))
+
+
+def test_not_a_checkpoint_suffix(tmp_path):
+    (tmp_path / 'notes.txt').write_text('hello')
+    with pytest.raises(ModelLoadError, match='not a checkpoint'):
+        load(base_model=str(tmp_path / 'notes.txt'))
+
+
+def test_truncated_file(checkpoints, tmp_path):
+    data = (checkpoints / 'tiny_base.safetensors').read_bytes()
+    (tmp_path / 'cut.safetensors').write_bytes(data[:len(data) * 2 // 3])
+    with pytest.raises(ModelLoadError, match='truncated.*[Dd]ownload it again'):
+        load(base_model=str(tmp_path / 'cut.safetensors'), refiner_model='')
+
+
+def test_garbage_file(tmp_path):
+    (tmp_path / 'junk.safetensors').write_bytes(b'\x00' * 5 + b'not a safetensors file' * 9)
+    with pytest.raises(ModelLoadError, match='damaged or truncated'):
+        load(base_model=str(tmp_path / 'junk.safetensors'), refiner_model='')
+
+
+def test_refiner_given_as_base(checkpoints):
+    with pytest.raises(ModelLoadError, match='is an SDXL refiner checkpoint'):
+        load(base_model=str(checkpoints / 'tiny_refiner.safetensors'), refiner_model='')
+
+
+def test_base_given_as_refiner(checkpoints):
+    with pytest.raises(ModelLoadError, match='is an SDXL base checkpoint'):
+        load(refiner_model=str(checkpoints / 'tiny_base.safetensors'))
+
+
+def write(path, tensors):
+    """Write a small safetensors file."""
+    from safetensors.torch import save_file
+    save_file({k: torch.zeros(v) for k, v in tensors.items()}, str(path))
+    return str(path)
+
+
+def test_sd1_checkpoint_refused(tmp_path):
+    path = write(tmp_path / 'v1-5.safetensors', {
+        'model.diffusion_model.input_blocks.0.0.weight': (320, 4, 3, 3),
+        'cond_stage_model.transformer.text_model.embeddings.position_embedding.weight': (77, 8),
+        'first_stage_model.decoder.conv_out.weight': (3, 8, 3, 3)})
+    with pytest.raises(ModelLoadError, match='1.x/2.x checkpoint, not SDXL'):
+        load(base_model=path, refiner_model='')
+
+
+def test_lora_file_refused(tmp_path):
+    path = write(tmp_path / 'lora.safetensors', {'lora_unet_down.alpha': (1,)})
+    with pytest.raises(ModelLoadError, match='no Stable Diffusion UNet'):
+        load(base_model=path, refiner_model='')
+
+
+def test_unknown_sdxl_width_refused(preset, tmp_path):
+    from safetensors.torch import save_file
+    state = single_file_state_dict(preset.base_pipeline, 'base')
+    state['model.diffusion_model.input_blocks.0.0.weight'] = torch.zeros(40, 4, 3, 3)
+    save_file(state, str(tmp_path / 'odd.safetensors'))
+    with pytest.raises(ModelLoadError, match='unknown SDXL base architecture'):
+        load(base_model=str(tmp_path / 'odd.safetensors'), refiner_model='')
+
+
+def test_unknown_preset_choice_lists_presets():
+    with pytest.raises(ModelLoadError, match='tiny, sdxl-random'):
+        load(base_model='tiny-xl')
+
+
+def test_no_tokenizer_says_what_to_provide(monkeypatch):
+    monkeypatch.setattr(toks, 'clip_bpe_file', lambda: None)
+    with pytest.raises(ModelLoadError, match="tokenizer_dir.*'openai-clip'"):
+        toks.find_tokenizers('')
+    with pytest.raises(ModelLoadError, match='is not a folder'):
+        toks.find_tokenizers('/nonexistent/tokenizers')
+
+
+def test_tokenizer_dir_round_trip(tmp_path):
+    first, second = toks.tiny_tokenizers()
+    first.save_pretrained(tmp_path / 'tokenizer')
+    second.save_pretrained(tmp_path / 'tokenizer_2')
+    loaded_first, loaded_second = toks.find_tokenizers(str(tmp_path))
+    text = 'a robot, painted'
+    assert loaded_first(text).input_ids == first(text).input_ids
+    assert loaded_second.pad_token == '!'
+    assert loaded_first.model_max_length == 77
+    (tmp_path / 'bad').mkdir()
+    with pytest.raises(ModelLoadError, match='cannot load CLIP tokenizers'):
+        toks.find_tokenizers(str(tmp_path / 'bad'))
+
+
+def test_real_clip_vocabulary_when_installed():
+    path = toks.clip_bpe_file()
+    if path is None:
+        pytest.skip('no package with the CLIP BPE vocabulary installed')
+    first, second = toks.clip_tokenizers_from_bpe(path)
+    assert len(first) == 49408
+    # Well-known CLIP ids: <|startoftext|> a photo of ... <|endoftext|>.
+    assert first('a photo of').input_ids == [49406, 320, 1125, 539, 49407]
+    assert first.pad_token_id == 49407 and second.pad_token_id == 0
+
+
+def test_cuda_requested_without_gpu():
+    if torch.cuda.is_available():
+        pytest.skip('a GPU is present')
+    with pytest.raises(ModelLoadError, match='no CUDA GPU'):
+        SdxlEngine(EngineConfig(device='cuda')).load()
+
+
+def test_bad_config_choice():
+    with pytest.raises(ValueError, match='memory_mode'):
+        EngineConfig(memory_mode='swap')
