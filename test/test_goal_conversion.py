@@ -1,0 +1,86 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""Goal <-> request conversion and feedback filling, without a running node."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from sdxl_ros.engine.progress import Progress
+from sdxl_ros.goal_conversion import (goal_to_request, progress_to_feedback, queued_feedback,
+                                      request_to_goal)
+from sdxl_ros.node_parameters import NodeParameters
+from sdxl_ros.request import GenerationRequest, RequestError, validate_request
+
+
+def _goal(**fields):
+    values = {'prompt': '', 'negative_prompt': '', 'width': 0, 'height': 0, 'steps': 0,
+              'guidance_scale': 0.0, 'refiner_switch': 0.0, 'seed': -1, 'scheduler': '',
+              'num_images': 0}
+    values.update(fields)
+    return SimpleNamespace(**values)
+
+
+PARAMS = NodeParameters.defaults().updated({
+    'default_width': 512, 'default_height': 768, 'default_steps': 25,
+    'default_guidance_scale': 6.5, 'default_refiner_switch': 0.75,
+    'default_scheduler': 'Euler a', 'default_negative_prompt': 'blurry'})
+
+
+def test_zero_and_empty_fields_take_the_node_defaults():
+    request = goal_to_request(_goal(prompt='a robot'), PARAMS)
+    assert request == GenerationRequest(
+        prompt='a robot', negative_prompt='blurry', width=512, height=768, steps=25,
+        guidance_scale=6.5, refiner_switch=0.75, seed=-1, scheduler='Euler a', num_images=1)
+
+
+def test_given_fields_win_over_defaults():
+    goal = _goal(prompt='p', negative_prompt='n', width=1024, height=1024, steps=30,
+                 guidance_scale=7.0, refiner_switch=1.0, seed=0, scheduler='DDIM',
+                 num_images=2)
+    request = goal_to_request(goal, PARAMS)
+    assert (request.negative_prompt, request.width, request.steps, request.refiner_switch,
+            request.seed, request.scheduler, request.num_images) == (
+        'n', 1024, 30, 1.0, 0, 'DDIM', 2)
+
+
+def test_float32_values_come_back_as_typed_after_validation():
+    import numpy as np
+    goal = _goal(prompt='p', guidance_scale=float(np.float32(7.3)),
+                 refiner_switch=float(np.float32(0.8)))
+    request = validate_request(goal_to_request(goal, PARAMS))
+    assert (request.guidance_scale, request.refiner_switch) == (7.3, 0.8)
+
+
+def test_an_invalid_goal_fails_validation_with_the_engine_message():
+    with pytest.raises(RequestError, match='prompt is empty'):
+        validate_request(goal_to_request(_goal(prompt='  '), PARAMS))
+
+
+def test_request_to_goal_round_trip():
+    request = GenerationRequest(prompt='a', negative_prompt='b', width=64, height=72, steps=3,
+                                guidance_scale=5.0, refiner_switch=0.5, seed=9,
+                                scheduler='Euler', num_images=2)
+    goal = request_to_goal(request, _goal())
+    assert goal_to_request(goal, PARAMS) == request
+
+
+def test_request_to_goal_fills_a_real_goal_message():
+    action = pytest.importorskip('sdxl_ros.action', reason='interfaces not built')
+    goal = request_to_goal(GenerationRequest(prompt='x', seed=4294967295),
+                           action.GenerateImage.Goal())
+    assert goal.seed == 4294967295 and goal.width == 1024
+
+
+def test_progress_to_feedback():
+    feedback = progress_to_feedback(
+        Progress(stage='refiner', step=25, total_steps=30, image_index=1, num_images=2,
+                 elapsed_sec=3.5, eta_sec=4.25), SimpleNamespace())
+    assert vars(feedback) == {'stage': 'refiner', 'queue_position': 0, 'step': 25,
+                              'total_steps': 30, 'image_index': 1, 'elapsed_sec': 3.5,
+                              'eta_sec': 4.25}
+
+
+def test_queued_feedback():
+    feedback = queued_feedback(2, SimpleNamespace())
+    assert (feedback.stage, feedback.queue_position) == ('queued', 2)

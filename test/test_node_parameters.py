@@ -1,0 +1,84 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""The node's parameter table, dataclass and checks (no ROS), and config/sdxl.yaml."""
+
+from dataclasses import fields
+from pathlib import Path
+import re
+
+import pytest
+
+from sdxl_ros.node_parameters import (check_parameters, needs_reload, NodeParameters,
+                                      PARAMETERS)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_table_and_dataclass_agree():
+    assert [spec.name for spec in PARAMETERS] == [f.name for f in fields(NodeParameters)]
+    for spec in PARAMETERS:
+        assert spec.description.endswith('.') or spec.description.endswith(')') \
+            or ':' in spec.description, spec.name
+        if spec.minimum is not None:
+            assert spec.minimum <= spec.default <= spec.maximum, spec.name
+
+
+def test_defaults_are_the_sdxl_checkpoints():
+    params = NodeParameters.defaults()
+    assert params.base_model == 'sd_xl_base_1.0.safetensors'
+    assert (params.default_width, params.default_height) == (1024, 1024)
+    assert params.autostart is True
+
+
+def test_choices_scheduler_and_sides_are_checked():
+    params = NodeParameters.defaults().updated({
+        'device': 'tpu', 'default_scheduler': 'Warp', 'min_side': 4096})
+    problems = check_parameters(params, check_models=False)
+    assert any('device' in p for p in problems)
+    assert any('default_scheduler' in p for p in problems)
+    assert any('min_side' in p for p in problems)
+
+
+def test_models_are_looked_up(tmp_path):
+    params = NodeParameters.defaults().updated({'model_dir': str(tmp_path)})
+    assert any('not found' in p for p in check_parameters(params))
+    tiny = params.updated({'base_model': 'tiny', 'refiner_model': ''})
+    assert check_parameters(tiny) == []
+    assert any('base_model is empty' in p for p in check_parameters(
+        tiny.updated({'base_model': ''})))
+
+
+def test_reload_only_for_model_settings():
+    params = NodeParameters.defaults()
+    assert needs_reload(params, params.updated({'refiner_model': ''}))
+    assert needs_reload(params, params.updated({'device': 'cpu'}))
+    assert not needs_reload(params, params.updated({'default_steps': 10, 'max_side': 1024}))
+
+
+def test_engine_config_and_limits():
+    params = NodeParameters.defaults().updated({'min_side': 64, 'base_model': 'tiny'})
+    config = params.engine_config()
+    assert config.base_model == 'tiny' and config.limits.min_side == 64
+    assert params.limits().max_steps == 150
+
+
+def test_config_file_has_every_parameter_with_a_comment():
+    text = (ROOT / 'config' / 'sdxl.yaml').read_text()
+    lines = text.splitlines()
+    assert lines[0].startswith('#') or 'sdxl:' in text
+    assert re.search(r'^sdxl:\s*$', text, re.MULTILINE)
+    assert re.search(r'^  ros__parameters:\s*$', text, re.MULTILINE)
+    for spec in PARAMETERS:
+        index = next((i for i, line in enumerate(lines)
+                      if re.match(rf'^    {spec.name}:', line)), None)
+        assert index is not None, f'{spec.name} missing from config/sdxl.yaml'
+        assert lines[index - 1].strip().startswith('#'), f'{spec.name} has no comment'
+
+
+def test_config_file_values_are_the_defaults():
+    yaml = pytest.importorskip('yaml', reason='PyYAML is not installed')
+    values = yaml.safe_load((ROOT / 'config' / 'sdxl.yaml').read_text())
+    values = values['sdxl']['ros__parameters']
+    for spec in PARAMETERS:
+        assert values[spec.name] == spec.default, spec.name
+        assert type(values[spec.name]) is type(spec.default), spec.name
