@@ -1,0 +1,157 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""sdxl_generate: pure helpers, then the real CLI in its own process against a real node."""
+
+import signal
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from ros_harness import client_executable, wait_for
+from sdxl_ros.client import (action_name, build_goal, build_parser, format_progress,
+                             infotext_for_seed, output_paths)
+from sdxl_ros.png_io import read_png_parameters, save_png
+from sdxl_ros.request import RequestError
+
+INFOTEXT = ('a robot\nNegative prompt: blurry\nSteps: 6, Sampler: Euler, CFG scale: 5, '
+            'Seed: 7, Size: 64x72, Model: tiny, Refiner: tiny, Refiner switch at: 0.75')
+
+
+def _args(*argv):
+    return build_parser().parse_args(list(argv))
+
+
+def _goal():
+    return SimpleNamespace(prompt='', negative_prompt='', width=0, height=0, steps=0,
+                           guidance_scale=0.0, refiner_switch=0.0, seed=-1, scheduler='',
+                           num_images=0)
+
+
+def test_output_paths():
+    assert output_paths('out.png', 3) == ['out.png', 'out-1.png', 'out-2.png']
+    assert output_paths('dir/pic', 1) == ['dir/pic.png']
+
+
+def test_infotext_for_seed_changes_only_the_seed():
+    text = infotext_for_seed(INFOTEXT, 8)
+    assert 'Seed: 8,' in text and text.replace('Seed: 8', 'Seed: 7') == INFOTEXT
+
+
+def test_action_name():
+    assert action_name(_args('p')) == '/sdxl/generate'
+    assert action_name(_args('p', '--namespace', '/robot1/')) == '/robot1/sdxl/generate'
+    assert action_name(_args('p', '--node-name', 'art')) == '/art/generate'
+    assert action_name(_args('p', '--action', '/x/y')) == '/x/y'
+
+
+def test_flags_fill_the_goal():
+    goal = build_goal(_args('a cat', '--seed', '7', '--steps', '30', '--width', '512',
+                            '--guidance-scale', '6.5', '--scheduler', 'Euler a',
+                            '--num-images', '2', '--refiner-switch', '0.9',
+                            '--negative-prompt', 'dog', '--height', '768'), _goal())
+    assert (goal.prompt, goal.seed, goal.steps, goal.width, goal.height, goal.guidance_scale,
+            goal.scheduler, goal.num_images, goal.refiner_switch, goal.negative_prompt) == (
+        'a cat', 7, 30, 512, 768, 6.5, 'Euler a', 2, 0.9, 'dog')
+
+
+def test_unset_flags_leave_node_defaults():
+    goal = build_goal(_args('a cat'), _goal())
+    assert (goal.width, goal.steps, goal.seed, goal.scheduler) == (0, 0, -1, '')
+
+
+def test_from_png_reads_the_infotext_and_flags_override(tmp_path):
+    path = tmp_path / 'old.png'
+    save_png(path, np.zeros((8, 8, 3), np.uint8), INFOTEXT)
+    goal = build_goal(_args('--from-png', str(path), '--steps', '9'), _goal())
+    assert (goal.prompt, goal.negative_prompt, goal.seed, goal.width, goal.height,
+            goal.scheduler, goal.guidance_scale, goal.refiner_switch, goal.steps) == (
+        'a robot', 'blurry', 7, 64, 72, 'Euler', 5.0, 0.75, 9)
+
+
+def test_missing_prompt_or_infotext_is_a_usage_error(tmp_path):
+    with pytest.raises(RequestError, match='prompt'):
+        build_goal(_args(), _goal())
+    plain = tmp_path / 'plain.png'
+    save_png(plain, np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(RequestError, match='no "parameters"'):
+        build_goal(_args('--from-png', str(plain)), _goal())
+
+
+def test_format_progress():
+    line = format_progress(SimpleNamespace(stage='base', step=5, total_steps=10, image_index=0,
+                                           elapsed_sec=1.0, eta_sec=2.5, queue_position=0),
+                           width=10)
+    assert 'base' in line and '[#####-----]' in line and '5/10' in line and 'ETA' in line
+    queued = format_progress(SimpleNamespace(stage='queued', queue_position=2))
+    assert queued == 'queued: 2 goal(s) ahead'
+
+
+def _cli(node, *argv, timeout=120):
+    command = [sys.executable, str(client_executable()), '--action',
+               node.name_of('generate'), *argv]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.ros
+def test_cli_writes_png_with_infotext_and_from_png_reproduces_it(shared_node, tmp_path):
+    from PIL import Image
+    out = tmp_path / 'out.png'
+    done = _cli(shared_node, 'a robot in a garden', '--seed', '7', '--steps', '5',
+                '--num-images', '2', '--output', str(out))
+    assert done.returncode == 0, done.stderr
+    assert f'seed 7 -> {out}' in done.stdout
+    assert f'seed 8 -> {tmp_path / "out-1.png"}' in done.stdout
+    assert 'decoding' in done.stderr  # progress lines (stderr is not a terminal)
+    text = read_png_parameters(out)
+    assert text.startswith('a robot in a garden\n') and 'Seed: 7,' in text
+    assert 'Seed: 8,' in read_png_parameters(tmp_path / 'out-1.png')
+    again = tmp_path / 'again.png'
+    done = _cli(shared_node, '--from-png', str(tmp_path / 'out-1.png'), '--output',
+                str(again), '--quiet')
+    assert done.returncode == 0, done.stderr
+    assert 'seed 8 ->' in done.stdout and done.stderr == ''
+    assert np.array_equal(np.asarray(Image.open(again)),
+                          np.asarray(Image.open(tmp_path / 'out-1.png')))
+    assert read_png_parameters(again) == read_png_parameters(tmp_path / 'out-1.png')
+
+
+@pytest.mark.ros
+def test_cli_refused_goal_exits_non_zero_with_the_message(shared_node, tmp_path):
+    done = _cli(shared_node, 'a robot', '--width', '100', '--output', str(tmp_path / 'x.png'))
+    assert done.returncode == 1
+    assert 'refused: width 100 is not a multiple of 8' in done.stderr
+    assert not (tmp_path / 'x.png').exists()
+
+
+@pytest.mark.ros
+def test_cli_without_server_says_so(ros_confined, tmp_path):
+    command = [sys.executable, str(client_executable()), 'a robot', '--action', '/nobody/here',
+               '--timeout', '1']
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert 'no action server at /nobody/here' in done.stderr
+
+
+@pytest.mark.ros
+def test_cli_ctrl_c_cancels_the_goal(shared_node, tmp_path):
+    command = [sys.executable, str(client_executable()), 'slow', '--steps', '150',
+               '--action', shared_node.name_of('generate'), '--output',
+               str(tmp_path / 'never.png')]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        line = process.stderr.readline()
+        assert 'base' in line, line
+        before = shared_node.log().count('cancelled while running')
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert 'cancelled' in stderr
+    assert not (tmp_path / 'never.png').exists()
+    assert wait_for(lambda: shared_node.log().count('cancelled while running') > before, 10)
