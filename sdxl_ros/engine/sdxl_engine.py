@@ -50,6 +50,7 @@ class SdxlEngine:
         self._device = None
         self._dtype = None
         self._scheduler_configs = None
+        self._accel = None
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- loading
@@ -128,8 +129,21 @@ class SdxlEngine:
             'base': dict(models.base.scheduler.config),
             'refiner': dict(models.refiner.scheduler.config) if models.refiner else None}
         self._models = models
+        self._accelerate(models)
         if on_progress:
             on_progress(Progress(stage='loading', elapsed_sec=time.monotonic() - start))
+
+    def _accelerate(self, models):
+        """Apply the GPU fast path (acceleration.py; a no-op on CPU) and warm it up."""
+        from sdxl_ros.engine.acceleration import accelerate_pipelines
+        self._accel = accelerate_pipelines(models.base, models.refiner, self.config,
+                                           self._device)
+        self._accel.warm_up(self)
+
+    @property
+    def accelerator(self):
+        """Return the fast path's Accelerator (what it applied, its timings), or None."""
+        return self._accel
 
     def _place(self, models):
         """Put the models where the memory mode wants them; upcast an fp16-unsafe VAE."""
@@ -179,6 +193,9 @@ class SdxlEngine:
         """Drop the pipelines and return their GPU memory."""
         self._models = None
         self._scheduler_configs = None
+        if self._accel is not None:
+            self._accel.disable('unloaded')
+            self._accel = None
         release_cached_memory()
 
     # ------------------------------------------------------------------ memory
@@ -247,7 +264,8 @@ class SdxlEngine:
             state.check_cancel()
             state.report('decoding', plan.total)
             decode_start = time.monotonic()
-            image = decode_latents(models.base.vae, latents)[0]
+            image = (self._accel.decode(latents) if self._accel is not None
+                     else decode_latents(models.base.vae, latents))[0]
             clock.decode_finished(time.monotonic() - decode_start)
             result.images.append(image)
             result.seeds.append(image_seed)

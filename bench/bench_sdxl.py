@@ -1,0 +1,600 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""
+Benchmark: stock diffusers (eager, and tuned as its docs say) against the sdxl_ros engine.
+
+One command, one GPU, one process (plus one child process for the warm restart)::
+
+    PYTHONUNBUFFERED=1 python3 bench/bench_sdxl.py --out bench/results/<name>.json
+
+Every path uses the same random full-size SDXL base + refiner weights (the engine's
+`sdxl-random` preset, built with a fixed seed), the same prompt, seed and settings
+(1024x1024, 25 steps, refiner switch 0.8, CFG 7, Euler, batch 1). Results are written as JSON
+after every phase, so a run cut short still leaves what it measured. Not a test: CI never
+runs it. See bench/README.md for what each figure means.
+"""
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+PROMPT = 'a photo of an astronaut riding a horse on the moon, highly detailed'
+SEED = 1234
+ALL_PHASES = ('env', 'attention', 'stock_eager', 'ours', 'restart', 'stock_best', 'memory',
+              'checkpoint')
+# SDXL's attention shapes at 1024x1024 with CFG (batch, heads, queries, keys, head dim).
+ATTENTION_SHAPES = {'base_64x64_self': (2, 10, 4096, 4096, 64),
+                    'base_32x32_self': (2, 20, 1024, 1024, 64),
+                    'base_32x32_cross': (2, 20, 1024, 77, 64)}
+
+
+def parse_args(argv=None):
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--out', default='', help='JSON file to write (default: print)')
+    parser.add_argument('--phases', default=','.join(ALL_PHASES),
+                        help='comma-separated subset of: ' + ', '.join(ALL_PHASES))
+    parser.add_argument('--preset', default='sdxl-random')
+    parser.add_argument('--device', default='cuda')
+    parser.add_argument('--size', type=int, default=1024)
+    parser.add_argument('--steps', type=int, default=25)
+    parser.add_argument('--switch', type=float, default=0.8)
+    parser.add_argument('--cfg', type=float, default=7.0)
+    parser.add_argument('--images', type=int, default=3, help='timed images per path')
+    parser.add_argument('--component-iters', type=int, default=10)
+    parser.add_argument('--offload-steps', type=int, default=25,
+                        help='steps for the model_offload run')
+    parser.add_argument('--sequential-steps', type=int, default=5,
+                        help='steps for the (slow) sequential_offload run')
+    parser.add_argument('--work-dir', default=os.path.join(ROOT, '.bench_work'),
+                        help='compile caches and checkpoints (on local disk)')
+    parser.add_argument('--stock-compile', default='1', help='0: skip torch.compile in stock')
+    parser.add_argument('--child-restart', action='store_true', help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- helpers
+def sync():
+    """Wait for the GPU (no-op on CPU)."""
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def median_ms(fn, iters):
+    """Median wall time of `fn()` in ms over `iters` runs after one warm-up (GPU synced)."""
+    fn()
+    sync()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1000)
+    return round(statistics.median(times), 3)
+
+
+def gpu_memory():
+    """Peak allocated / reserved GiB since the last reset, and reset."""
+    import torch
+    if not torch.cuda.is_available():
+        return {}
+    figures = {'peak_allocated_gib': round(torch.cuda.max_memory_allocated() / 2**30, 3),
+               'peak_reserved_gib': round(torch.cuda.max_memory_reserved() / 2**30, 3)}
+    torch.cuda.reset_peak_memory_stats()
+    return figures
+
+
+def free_all():
+    """Collect garbage and return cached GPU memory."""
+    gc.collect()
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def to_uint8(array):
+    """Diffusers' float [0, 1] numpy output to uint8 the way both paths round."""
+    import numpy as np
+    return (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+
+
+def agreement(a, b):
+    """Max / mean absolute difference (0..255) and PSNR of two uint8 images."""
+    import numpy as np
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    mse = float((diff ** 2).mean())
+    psnr = float('inf') if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    return {'max_abs_diff': float(diff.max()), 'mean_abs_diff': round(float(diff.mean()), 4),
+            'psnr_db': round(psnr, 2) if psnr != float('inf') else 'inf',
+            'pixels_differing': int((diff > 0).any(axis=-1).sum())}
+
+
+def make_config(args, **fields):
+    """Build the EngineConfig for the benchmark preset."""
+    from sdxl_ros.engine import EngineConfig
+    from sdxl_ros.request import Limits
+    values = {'base_model': args.preset, 'refiner_model': args.preset, 'device': args.device,
+              'dtype': 'float16' if args.device == 'cuda' else 'float32',
+              'limits': Limits(min_side=64)}
+    values.update(fields)
+    return EngineConfig(**values)
+
+
+def make_request(args, steps=None):
+    """Build the benchmark request (Euler = the pipelines' default scheduler)."""
+    from sdxl_ros.request import GenerationRequest
+    return GenerationRequest(prompt=PROMPT, width=args.size, height=args.size,
+                             steps=steps or args.steps, guidance_scale=args.cfg,
+                             refiner_switch=args.switch, seed=SEED, scheduler='Euler')
+
+
+# ------------------------------------------------------------------------ stock paths
+def load_stock(args):
+    """Build the stock diffusers pipelines on the preset's weights (as the engine does)."""
+    import torch
+    from sdxl_ros.engine.loading import load_models
+    config = make_config(args, fast=False)
+    dtype = torch.float16 if args.device == 'cuda' else torch.float32
+    models = load_models(config, torch.device(args.device), dtype)
+    for pipe in (models.base, models.refiner):
+        pipe.set_progress_bar_config(disable=True)
+    return models.base, models.refiner
+
+
+def stock_image(args, base, refiner, steps=None):
+    """One stock image: base to latents (denoising_end), refiner from there, decoded."""
+    import torch
+    steps = steps or args.steps
+    generator = torch.Generator('cpu').manual_seed(SEED)
+    common = {'prompt': PROMPT, 'num_inference_steps': steps, 'guidance_scale': args.cfg,
+              'generator': generator}
+    latents = base(width=args.size, height=args.size, denoising_end=args.switch,
+                   output_type='latent', **common).images
+    image = refiner(image=latents, denoising_start=args.switch, output_type='np',
+                    **common).images[0]
+    return to_uint8(image)
+
+
+def time_images(make_image, count):
+    """Warm-up image (timed: includes compile) then `count` timed images."""
+    start = time.perf_counter()
+    first = make_image()
+    warm = time.perf_counter() - start
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        image = make_image()
+        times.append(time.perf_counter() - start)
+    return first, image, {'first_image_sec': round(warm, 3),
+                          'image_sec': [round(t, 4) for t in times],
+                          'median_image_sec': round(statistics.median(times), 4)}
+
+
+def unet_inputs(pipe, args):
+    """CFG-batch inputs for one UNet call of `pipe` at the benchmark size."""
+    import torch
+    unet = pipe.unet
+    config = unet.config
+    device, dtype = torch.device(args.device), pipe.text_encoder_2.dtype
+    text_dim = pipe.text_encoder_2.config.projection_dim
+    latent = args.size // 8
+    n_ids = (config.projection_class_embeddings_input_dim - text_dim) // \
+        config.addition_time_embed_dim
+    gen = torch.Generator('cpu').manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
+
+    sample = rand(2, config.in_channels, latent, latent)
+    hidden = rand(2, 77, config.cross_attention_dim)
+    cond = {'text_embeds': rand(2, text_dim),
+            'time_ids': torch.tensor([[args.size, args.size, 0, 0, args.size, args.size][:n_ids]]
+                                     * 2, device=device, dtype=dtype)}
+    t = torch.tensor(500.0, device=device)
+    return sample, t, hidden, cond
+
+
+def components(args, base, refiner, vae_decode):
+    """Per-component times (ms): text encoders, one base / refiner CFG step, VAE decode."""
+    import torch
+    device = torch.device(args.device)
+    out = {}
+
+    def encode():
+        base.encode_prompt(prompt=PROMPT, device=device, num_images_per_prompt=1,
+                           do_classifier_free_guidance=True)
+        refiner.encode_prompt(prompt=PROMPT, device=device, num_images_per_prompt=1,
+                              do_classifier_free_guidance=True)
+    with torch.no_grad():
+        out['text_encoders_ms'] = median_ms(encode, args.component_iters)
+        for name, pipe in (('base_step_ms', base), ('refiner_step_ms', refiner)):
+            sample, t, hidden, cond = unet_inputs(pipe, args)
+            out[name] = median_ms(lambda p=pipe, s=sample, tt=t, h=hidden, c=cond: p.unet(
+                s, tt, encoder_hidden_states=h, added_cond_kwargs=c, return_dict=False),
+                args.component_iters)
+        gen = torch.Generator('cpu').manual_seed(1)
+        latents = torch.randn(1, 4, args.size // 8, args.size // 8, generator=gen).to(device)
+        out['vae_decode_ms'] = median_ms(lambda: vae_decode(latents), max(3, args.component_iters
+                                                                          // 3))
+    return out
+
+
+def phase_stock_eager(args, state):
+    """Stock diffusers, eager, fp16 (VAE upcast to fp32 for decoding, as stock does)."""
+    import torch
+    base, refiner = load_stock(args)
+    state['stock'] = (base, refiner)
+    first, image, figures = time_images(lambda: stock_image(args, base, refiner), args.images)
+    state['images']['stock_eager'] = image
+    figures['deterministic'] = bool((first == image).all())
+
+    vae = base.vae
+    vae.to(torch.float32)  # stock upcasts the fp16-unsafe VAE for every decode
+
+    def vae_decode(latents):
+        vae.decode(latents.float() / vae.config.scaling_factor, return_dict=False)
+    figures['components'] = components(args, base, refiner, vae_decode)
+    vae.to(torch.float16 if args.device == 'cuda' else torch.float32)
+    figures['memory'] = gpu_memory()
+    return figures
+
+
+def phase_stock_best(args, state):
+    """Stock diffusers tuned as its docs say: fused QKV, channels_last, fp16 VAE, compile."""
+    import torch
+    os.environ['TORCHINDUCTOR_CACHE_DIR'] = os.path.join(args.work_dir, 'cache_stock')
+    if 'stock' not in state:
+        state['stock'] = load_stock(args)
+    base, refiner = state['stock']
+    base.fuse_qkv_projections()  # UNet and VAE
+    refiner.fuse_qkv_projections(unet=True, vae=False)  # the VAE is shared
+    for module in (base.unet, refiner.unet, base.vae):
+        module.to(memory_format=torch.channels_last)
+    base.vae.register_to_config(force_upcast=False)  # fp16 decode
+    tuning = ['fuse_qkv_projections', 'channels_last', 'fp16 VAE decode']
+    if args.stock_compile == '1':
+        base.unet = torch.compile(base.unet, fullgraph=True)
+        refiner.unet = torch.compile(refiner.unet, fullgraph=True)
+        base.vae.decode = torch.compile(base.vae.decode, fullgraph=True)
+        tuning.append('torch.compile(unet x2, vae.decode; mode default, fullgraph)')
+    first, image, figures = time_images(lambda: stock_image(args, base, refiner), args.images)
+    state['images']['stock_best'] = image
+    figures['tuning'] = tuning
+    figures['compile_and_first_image_sec'] = figures['first_image_sec']
+
+    def vae_decode(latents):
+        base.vae.decode(latents / base.vae.config.scaling_factor, return_dict=False)
+    figures['components'] = components(args, base, refiner, vae_decode)
+    figures['memory'] = gpu_memory()
+    return figures
+
+
+# ---------------------------------------------------------------------------- ours
+def phase_ours(args, state):
+    """Measure the sdxl_ros engine with its fast path, from cold compile caches."""
+    from sdxl_ros.engine import SdxlEngine
+    os.environ['TORCHINDUCTOR_CACHE_DIR'] = os.path.join(args.work_dir, 'cache_ours')
+    start = time.perf_counter()
+    engine = SdxlEngine(make_config(args, fast=True))
+    engine.load()
+    load_sec = time.perf_counter() - start
+    state['engine'] = engine
+    load_memory = gpu_memory()
+    request = make_request(args)
+    first, image, figures = time_images(lambda: engine.generate(request).images[0],
+                                        args.images)
+    state['images']['ours'] = image
+    figures['load_with_compile_and_warm_up_sec'] = round(load_sec, 3)
+    figures['accelerator'] = engine.accelerator.summary() if engine.accelerator else None
+    accel = engine.accelerator
+    base, refiner = engine.base_pipeline, engine.refiner_pipeline
+    vae = accel.fast_vae if accel is not None and accel.fast_vae is not None else base.vae
+
+    def vae_decode(latents):
+        import torch
+        with torch.inference_mode():
+            vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)
+    figures['components'] = components(args, base, refiner, vae_decode)
+    figures['memory'] = gpu_memory()
+    figures['memory_during_load'] = load_memory
+    figures['accelerator_after'] = accel.summary() if accel else None
+    return figures
+
+
+def child_restart(args):
+    """In a fresh process: import, load with warm caches (serving), first image."""
+    t0 = time.time()
+    from sdxl_ros.engine import SdxlEngine
+    t_import = time.time()
+    engine = SdxlEngine(make_config(args, fast=True))
+    engine.load()
+    t_ready = time.time()
+    engine.generate(make_request(args))
+    t_first = time.time()
+    print(json.dumps({'import_sec': round(t_import - t0, 3),
+                      'load_and_warm_up_sec': round(t_ready - t_import, 3),
+                      'ready_wall': t_ready, 'first_image_wall': t_first,
+                      'first_image_sec': round(t_first - t_ready, 3),
+                      'accelerator': engine.accelerator.summary()}), flush=True)
+
+
+def phase_restart(args, state):
+    """Start a second process with the warm compile cache: time from spawn to serving."""
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(args.work_dir, 'cache_ours'))
+    command = [sys.executable, os.path.abspath(__file__), '--child-restart',
+               '--preset', args.preset, '--device', args.device, '--size', str(args.size),
+               '--steps', str(args.steps)]
+    spawn = time.time()
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    if proc.returncode != 0:
+        return {'error': proc.stderr[-3000:]}
+    child = json.loads(proc.stdout.strip().splitlines()[-1])
+    child['spawn_to_serving_sec'] = round(child.pop('ready_wall') - spawn, 3)
+    child['spawn_to_first_image_sec'] = round(child.pop('first_image_wall') - spawn, 3)
+    return child
+
+
+# ----------------------------------------------------------------- checkpoint, memory
+def _drop_page_cache():
+    """Drop the OS page cache so reads come from disk (root only); return whether it did."""
+    try:
+        subprocess.run(['sync'], check=True)
+        with open('/proc/sys/vm/drop_caches', 'w') as stream:
+            stream.write('3\n')
+        return True
+    except OSError:
+        return False
+
+
+def phase_checkpoint(args, state):
+    """Write sdxl-random as single files, then: raw read of the bytes vs engine load."""
+    from sdxl_ros.engine import SdxlEngine
+    from sdxl_ros.engine import tokenizers as toks
+    from sdxl_ros.engine.single_file_export import save_single_file
+    folder = os.path.join(args.work_dir, 'checkpoints')
+    os.makedirs(folder, exist_ok=True)
+    paths = {role: os.path.join(folder, f'sdxl_random_{role}.safetensors')
+             for role in ('base', 'refiner')}
+    start = time.perf_counter()
+    base, refiner = load_stock(args)
+    save_single_file(base, paths['base'], 'base')
+    save_single_file(refiner, paths['refiner'], 'refiner')
+    del base, refiner
+    free_all()
+    write_sec = time.perf_counter() - start
+    tok_dir = os.path.join(folder, 'tokenizer')
+    first, second = toks.tiny_tokenizers()
+    first.save_pretrained(os.path.join(tok_dir, 'tokenizer'))
+    second.save_pretrained(os.path.join(tok_dir, 'tokenizer_2'))
+    sizes = {role: os.path.getsize(path) for role, path in paths.items()}
+    cold = _drop_page_cache()
+    start = time.perf_counter()
+    for path in paths.values():
+        with open(path, 'rb') as stream:
+            while stream.read(64 << 20):
+                pass
+    read_sec = time.perf_counter() - start
+    cold_load = _drop_page_cache()
+    config = make_config(args, base_model=paths['base'], refiner_model=paths['refiner'],
+                         tokenizer_dir=tok_dir, fast=False)
+    start = time.perf_counter()
+    engine = SdxlEngine(config)
+    engine.load()
+    sync()
+    load_sec = time.perf_counter() - start
+    image = engine.generate(make_request(args, steps=5)).images[0]
+    del engine
+    free_all()
+    fs_type = subprocess.run(['stat', '-f', '-c', '%T', folder], capture_output=True,
+                             text=True).stdout.strip()
+    return {'folder': folder, 'filesystem': fs_type, 'bytes': sizes,
+            'gib': round(sum(sizes.values()) / 2**30, 3),
+            'write_sec': round(write_sec, 2), 'page_cache_dropped': cold and cold_load,
+            'read_bytes_sec': round(read_sec, 2),
+            'read_gib_per_sec': round(sum(sizes.values()) / 2**30 / read_sec, 2),
+            'engine_load_sec': round(load_sec, 2),
+            'load_over_read': round(load_sec / read_sec, 2),
+            'image_ok': bool(image.shape == (args.size, args.size, 3))}
+
+
+def _memory_mode_run(args, mode, steps):
+    """
+    Place sdxl-random in `mode` and time one image (after a short warm-up).
+
+    Random full-size weights are slow to initialise on a CPU, so they are built on the GPU
+    (resident, fast path off), moved to the CPU and placed as `mode` places them: the same
+    state a load in that mode reaches from files.
+    """
+    import torch
+    from sdxl_ros.engine import SdxlEngine
+    engine = SdxlEngine(make_config(args, memory_mode='resident', fast=False))
+    engine.load()
+    engine.config.memory_mode = mode
+    engine.config.fast = True
+    models = engine._models
+    for pipe in (models.base, models.refiner):
+        pipe.to('cpu')
+    free_all()
+    start = time.perf_counter()
+    engine._place(models)
+    engine._accelerate(models)
+    load_sec = time.perf_counter() - start
+    free_gib = round(torch.cuda.mem_get_info()[0] / 2**30, 2) if args.device == 'cuda' else None
+    engine.generate(make_request(args, steps=5))
+    gpu_memory()
+    start = time.perf_counter()
+    engine.generate(make_request(args, steps=steps))
+    image_sec = time.perf_counter() - start
+    figures = {'steps': steps, 'place_sec': round(load_sec, 2),
+               'image_sec': round(image_sec, 3), **gpu_memory(),
+               'allocated_after_load_gib': None, 'free_after_load_gib': free_gib,
+               'fast_path': engine.accelerator.summary()['applied'] if engine.accelerator
+               else []}
+    figures['allocated_after_load_gib'] = round(torch.cuda.memory_allocated() / 2**30, 3) \
+        if args.device == 'cuda' else None
+    engine.unload()
+    del engine
+    free_all()
+    return figures
+
+
+def phase_memory(args, state):
+    """Each memory mode's peak GPU memory and time per image (resident = the fast path)."""
+    out = {}
+    # resident is the 'ours' phase (fast path): its figures are not repeated here.
+    for mode, steps in (('model_offload', args.offload_steps),
+                        ('sequential_offload', args.sequential_steps)):
+        try:
+            out[mode] = _memory_mode_run(args, mode, steps)
+        except Exception as error:  # noqa: BLE001 - record and go on with the next mode
+            out[mode] = {'error': repr(error)[:2000]}
+        write_partial(args, state)
+    return out
+
+
+def phase_attention(args, state):
+    """SDPA backends on SDXL's attention shapes: time (ms) and error against fp32 math."""
+    import torch
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+    out = {}
+    for name, (batch, heads, queries, keys, dim) in ATTENTION_SHAPES.items():
+        gen = torch.Generator('cpu').manual_seed(2)
+        q, k, v = (torch.randn(batch, heads, n, dim, generator=gen).to(
+            args.device, torch.float16) for n in (queries, keys, keys))
+        ref = sdpa(q.float(), k.float(), v.float())
+        row = {}
+        for backend in ('FLASH_ATTENTION', 'CUDNN_ATTENTION', 'EFFICIENT_ATTENTION'):
+            try:
+                with sdpa_kernel([getattr(SDPBackend, backend)]):
+                    result = sdpa(q, k, v)
+                    ms = median_ms(lambda: sdpa(q, k, v), 20)
+                err = float((result.float() - ref).abs().max())
+                row[backend.lower()] = {'ms': ms, 'max_abs_err': round(err, 6)}
+            except RuntimeError as error:
+                row[backend.lower()] = {'error': str(error)[:200]}
+        out[name] = row
+    return out
+
+
+# ---------------------------------------------------------------------------- driver
+def phase_env(args, state):
+    """GPU, library versions and settings."""
+    import diffusers
+    import torch
+    import transformers
+    info = {'python': platform.python_version(), 'torch': torch.__version__,
+            'diffusers': diffusers.__version__, 'transformers': transformers.__version__,
+            'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version(),
+            'settings': {'size': args.size, 'steps': args.steps, 'switch': args.switch,
+                         'cfg': args.cfg, 'scheduler': 'Euler (EulerDiscreteScheduler)',
+                         'batch': 1, 'seed': SEED, 'prompt': PROMPT, 'preset': args.preset,
+                         'dtype': 'float16', 'timed_images': args.images}}
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                    sm_count=props.multi_processor_count)
+    try:
+        info['nvidia_smi'] = subprocess.run(
+            ['nvidia-smi', '--query-gpu=name,driver_version,clocks.sm,clocks.max.sm,'
+             'power.limit,temperature.gpu', '--format=csv,noheader'],
+            capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def summarize(results):
+    """Ratios and agreement from the phases that ran."""
+    summary = {}
+    eager = results.get('stock_eager', {}).get('median_image_sec')
+    best = results.get('stock_best', {}).get('median_image_sec')
+    ours = results.get('ours', {}).get('median_image_sec')
+    if ours and eager:
+        summary['ours_over_stock_eager'] = round(ours / eager, 4)
+    if ours and best:
+        summary['ours_over_stock_best'] = round(ours / best, 4)
+    if best and eager:
+        summary['stock_best_over_stock_eager'] = round(best / eager, 4)
+    return summary
+
+
+def write_partial(args, state):
+    """Write what has been measured so far."""
+    results = dict(state['results'])
+    images = state['images']
+    agree = {}
+    if 'stock_eager' in images:
+        for name in ('ours', 'stock_best'):
+            if name in images:
+                agree[f'{name}_vs_stock_eager'] = agreement(images[name], images['stock_eager'])
+    results['agreement'] = agree
+    results['summary'] = summarize(results)
+    text = json.dumps(results, indent=1, default=str)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as stream:
+            stream.write(text + '\n')
+    return results
+
+
+PHASES = {'env': phase_env, 'attention': phase_attention, 'stock_eager': phase_stock_eager,
+          'ours': phase_ours,
+          'restart': phase_restart, 'stock_best': phase_stock_best,
+          'checkpoint': phase_checkpoint, 'memory': phase_memory}
+
+
+def main(argv=None):
+    """Run the requested phases in order and write the JSON."""
+    args = parse_args(argv)
+    os.environ.setdefault('HF_HUB_OFFLINE', '1')
+    if args.child_restart:
+        child_restart(args)
+        return 0
+    os.makedirs(args.work_dir, exist_ok=True)
+    # Cold caches: this run's compile caches start empty.
+    subprocess.run(['rm', '-rf', os.path.join(args.work_dir, 'cache_stock'),
+                    os.path.join(args.work_dir, 'cache_ours')], check=False)
+    state = {'results': {'phases_run': []}, 'images': {}}
+    phases = [p.strip() for p in args.phases.split(',') if p.strip()]
+    for name in phases:
+        if name == 'stock_best' and 'engine' in state:
+            del state['engine']  # ours is measured; free its memory for the stock run
+            free_all()
+            import torch
+            torch._dynamo.reset()
+        if name in ('checkpoint', 'memory'):
+            state.pop('stock', None)
+            state.pop('engine', None)
+            free_all()
+        print(f'== {name}', flush=True)
+        start = time.perf_counter()
+        try:
+            state['results'][name] = PHASES[name](args, state)
+        except Exception as error:  # noqa: BLE001 - record, keep the other phases
+            import traceback
+            traceback.print_exc()
+            state['results'][name] = {'error': repr(error)[:3000]}
+        state['results'][name + '_phase_sec'] = round(time.perf_counter() - start, 1)
+        state['results']['phases_run'].append(name)
+        results = write_partial(args, state)
+        print(json.dumps({name: state['results'][name]}, default=str)[:3000], flush=True)
+    print(json.dumps({'summary': results['summary'], 'agreement': results['agreement']},
+                     indent=1))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
