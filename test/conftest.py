@@ -45,11 +45,11 @@ def ros_client(ros_confined):
     client.close()
 
 
-def _start(client, workdir, parameters):
+def _start(client, workdir, parameters, params_files=()):
     """Start a node and wait until it is active; stop it again if that fails."""
-    node = NodeProcess(workdir, parameters).start()
+    node = NodeProcess(workdir, parameters, params_files=params_files).start()
     try:
-        client.wait_active(node)
+        client.wait_active(node.fqn, node)
     except BaseException:
         node.stop()
         raise
@@ -74,11 +74,11 @@ def shared_node(ros_client, tmp_path_factory):
 
 @pytest.fixture
 def start_node(ros_client, tmp_path):
-    """Return a starter of fresh sdxl_nodes with extra parameters, e.g. max_queue=3."""
+    """Return a starter of fresh sdxl_nodes with extra parameters (and params files)."""
     started = []
 
-    def start(**parameters):
-        node = _start(ros_client, tmp_path, parameters)
+    def start(params_files=(), **parameters):
+        node = _start(ros_client, tmp_path, parameters, params_files)
         started.append(node)
         return node
 

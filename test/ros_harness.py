@@ -82,8 +82,13 @@ def write_parameters_file(path, parameters):
 class NodeProcess:
     """sdxl_node running in its own process, in a namespace of its own."""
 
-    def __init__(self, workdir, parameters=None, namespace=None, name='sdxl'):
-        """Prepare (not start) a node with TINY_PARAMETERS updated by `parameters`."""
+    def __init__(self, workdir, parameters=None, namespace=None, name='sdxl',
+                 params_files=()):
+        """
+        Prepare (not start) a node with TINY_PARAMETERS updated by `parameters`.
+
+        `params_files` are loaded first, so the test parameters override them.
+        """
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.parameters = dict(TINY_PARAMETERS, **(parameters or {}))
@@ -92,6 +97,7 @@ class NodeProcess:
         self.log_path = self.workdir / f'{name}{self.namespace.replace("/", "_")}.log'
         self.process = None
         self.returncode = None
+        self.params_files = [str(path) for path in params_files]
 
     @property
     def fqn(self):
@@ -107,8 +113,9 @@ class NodeProcess:
         params_file = write_parameters_file(
             self.workdir / f'params{self.namespace.replace("/", "_")}.yaml', self.parameters)
         command = [sys.executable, str(node_executable()), '--ros-args',
-                   '-r', f'__ns:={self.namespace}', '-r', f'__node:={self.name}',
-                   '--params-file', str(params_file)]
+                   '-r', f'__ns:={self.namespace}', '-r', f'__node:={self.name}']
+        for path in self.params_files + [str(params_file)]:
+            command += ['--params-file', path]
         self._log = open(self.log_path, 'w')
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
@@ -284,17 +291,20 @@ class RosClient:
         request = ChangeState.Request(transition=Transition(id=transition_id))
         return self.call(ChangeState, f'{node_fqn}/change_state', request, timeout).success
 
-    def wait_active(self, node, timeout=90.0):
-        """Wait until the NodeProcess `node` reports the lifecycle state 'active'."""
+    def wait_active(self, fqn, process=None, timeout=90.0):
+        """Wait until node `fqn` reports the lifecycle state 'active'; watch its NodeProcess."""
+        def log():
+            return process.log() if process is not None else ''
+
         def active():
-            if not node.alive:
-                raise RuntimeError(f'{node.fqn} exited:\n{node.log()}')
+            if process is not None and not process.alive:
+                raise RuntimeError(f'{fqn} exited:\n{log()}')
             try:
-                return self.lifecycle_state(node.fqn, timeout=2.0) == 'active'
+                return self.lifecycle_state(fqn, timeout=2.0) == 'active'
             except TimeoutError:
                 return False
         if not wait_for(active, timeout, interval=0.2):
-            raise TimeoutError(f'{node.fqn} not active after {timeout} s:\n{node.log()}')
+            raise TimeoutError(f'{fqn} not active after {timeout} s:\n{log()}')
 
     # -------------------------------------------------------------------- topics
     def subscribe(self, msg_type, topic, qos):
