@@ -39,6 +39,12 @@ GOAL_FLAGS = (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Seconds without the action server after which a pending goal is given up.
+SERVER_GONE_SEC = 5.0
+
+
+class ServerGone(Exception):
+    """The action server disappeared while the goal was pending."""
 
 
 def build_parser():
@@ -179,17 +185,29 @@ class GoalRunner:
         from rclpy.action import ActionClient
         from sdxl_ros.action import GenerateImage
         self.node = node
+        self.name = name
         self.client = ActionClient(node, GenerateImage, name)
         self.progress = progress
         self.goal_handle = None
 
     def spin_until(self, future, timeout=None):
-        """Spin until `future` is done or `timeout` seconds passed; return whether done."""
+        """
+        Spin until `future` is done or `timeout` seconds passed; return whether done.
+
+        Raises ServerGone when the action server has been away for SERVER_GONE_SEC.
+        """
         import rclpy
         deadline = None if timeout is None else time.monotonic() + timeout
+        last_seen = time.monotonic()
         while not future.done():
-            if deadline is not None and time.monotonic() > deadline:
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
                 return False
+            if self.client.server_is_ready():
+                last_seen = now
+            elif now - last_seen > SERVER_GONE_SEC:
+                raise ServerGone(f'the action server went away (no {self.name} for '
+                                 f'{SERVER_GONE_SEC:g} s)')
             rclpy.spin_once(self.node, timeout_sec=0.1)
         return True
 
@@ -231,10 +249,16 @@ def generate(args, goal):
                         '(is sdxl_node running, in this ROS_DOMAIN_ID?)', EXIT_USAGE)
         try:
             response = runner.run(goal)
+        except ServerGone as error:
+            progress.finish()
+            return fail(str(error))
         except KeyboardInterrupt:
             progress.finish()
             print('sdxl_generate: cancelling...', file=sys.stderr)
-            response = runner.cancel()
+            try:
+                response = runner.cancel()
+            except ServerGone:
+                response = None
             return fail('cancelled' + (f': {response.result.message}' if response else ''),
                         EXIT_INTERRUPTED)
         progress.finish()

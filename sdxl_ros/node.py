@@ -17,6 +17,7 @@ under a MultiThreadedExecutor, so cancel requests and services are served meanwh
 from dataclasses import fields
 import datetime
 import os
+import signal
 import threading
 import time
 
@@ -28,6 +29,7 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sdxl_ros.action import GenerateImage
 from sdxl_ros.engine import (EngineError, GenerationCancelled, ModelLoadError, Progress,
                              SdxlEngine)
@@ -221,6 +223,11 @@ class SdxlNode(LifecycleNode):
             admission.stop_reason = reason
             admission.cancel.set()
         self._queue.wake()
+
+    def has_goals(self):
+        """Whether any goal is still admitted (queued or running)."""
+        with self._lock:
+            return bool(self._goals or self._pending)
 
     # --------------------------------------------------------------------- goals
     def _on_goal(self, goal):
@@ -432,19 +439,43 @@ class SdxlNode(LifecycleNode):
         return response
 
 
+def _interrupt(signum, frame):
+    """Turn SIGTERM into KeyboardInterrupt, as SIGINT is."""
+    raise KeyboardInterrupt
+
+
+def _finish_goals(node, executor, timeout=5.0):
+    """Abort the remaining goals and keep spinning until their results went out."""
+    node.stop_goals('node shutting down')
+    deadline = time.monotonic() + timeout
+    while node.has_goals() and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.1)
+    # Give the result responses a moment to leave before the context goes away.
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.05)
+
+
 def main(args=None):
-    """Run sdxl_node until Ctrl-C (SIGINT) or SIGTERM."""
-    rclpy.init(args=args)
+    """Run sdxl_node until Ctrl-C (SIGINT) or SIGTERM; running goals end aborted first."""
+    # Signals are handled here, not by rclpy, so goals can still be answered on the way out.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, _interrupt)
     node = SdxlNode()
     executor = MultiThreadedExecutor(num_threads=node.executor_threads)
     executor.add_node(node)
     try:
         node.autostart()
-        executor.spin()
+        while rclpy.ok():
+            # A bounded wait lets Python run the signal handler within half a second.
+            executor.spin_once(timeout_sec=0.5)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.stop_goals('node shutting down')
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if rclpy.ok():
+            _finish_goals(node, executor)
         executor.shutdown(timeout_sec=5.0)
         node.destroy_node()
         rclpy.try_shutdown()

@@ -334,3 +334,15 @@ def test_node_without_models_reports_why(ros_client, tmp_path):
         _assert_refused(response, 'not active')
     finally:
         node.stop()
+
+
+def test_stopping_the_node_aborts_the_running_goal(ros_client, start_node):
+    """SIGINT while generating: the goal ends aborted with the reason; the node exits 0."""
+    node = start_node()
+    run = ros_client.send_goal(node.name_of('generate'), prompt='long', steps=LONG_STEPS,
+                               width=256, height=256)
+    assert run.wait_feedback(lambda fb: fb.stage == 'base', 60)
+    assert node.stop(timeout=15) == 0
+    response = run.result(15)
+    assert response.status == _status().STATUS_ABORTED
+    assert 'shutting down' in response.result.message
