@@ -16,6 +16,7 @@ no server, 130 cancelled by Ctrl-C.
 import argparse
 import os
 import re
+import signal
 import sys
 import time
 
@@ -285,7 +286,9 @@ def main(argv=None):
         goal = build_goal(args, GenerateImage.Goal())
     except RequestError as error:
         return fail(str(error), EXIT_USAGE)
-    # Ctrl-C must reach us as KeyboardInterrupt so the goal can be cancelled first.
+    # Ctrl-C must reach us as KeyboardInterrupt so the goal can be cancelled first (also when
+    # a shell started us with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     try:
         return generate(args, goal)

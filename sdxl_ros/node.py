@@ -440,7 +440,7 @@ class SdxlNode(LifecycleNode):
 
 
 def _interrupt(signum, frame):
-    """Turn SIGTERM into KeyboardInterrupt, as SIGINT is."""
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt."""
     raise KeyboardInterrupt
 
 
@@ -460,6 +460,8 @@ def main(args=None):
     """Run sdxl_node until Ctrl-C (SIGINT) or SIGTERM; running goals end aborted first."""
     # Signals are handled here, not by rclpy, so goals can still be answered on the way out.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    # Installed explicitly: a shell starts background jobs with SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     node = SdxlNode()
     executor = MultiThreadedExecutor(num_threads=node.executor_threads)
