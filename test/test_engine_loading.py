@@ -206,3 +206,13 @@ def test_cuda_requested_without_gpu():
 def test_bad_config_choice():
     with pytest.raises(ValueError, match='memory_mode'):
         EngineConfig(memory_mode='swap')
+
+
+def test_export_skips_fused_projections(tmp_path):
+    engine = tiny_engine(refiner_model='')
+    plain = set(single_file_state_dict(engine.base_pipeline, 'base'))
+    engine.base_pipeline.unet.fuse_qkv_projections()  # what the GPU fast path does
+    assert set(single_file_state_dict(engine.base_pipeline, 'base')) == plain
+    save_single_file(engine.base_pipeline, tmp_path / 'fused.safetensors', 'base')
+    loaded = load(base_model=str(tmp_path / 'fused.safetensors'), refiner_model='')
+    assert loaded.generate(tiny_request(steps=2)).images[0].shape == (64, 64, 3)

@@ -4,12 +4,11 @@
 
 import gc
 
-# Activation bytes per output pixel, measured on an H100 for SDXL with PyTorch SDPA at
-# 1024x1024 (rounded up): the UNet's peak on top of its weights, and the fp32 VAE decode.
-UNET_BYTES_PER_PIXEL = 1200
-VAE_DECODE_BYTES_PER_PIXEL = 3000
-# With VAE tiling the decode works on 512x512 tiles (diffusers' default tile size).
-VAE_TILE_PIXELS = 512 * 512
+# Activation bytes per output pixel, measured on an H200 for SDXL (PyTorch SDPA) at 1024x1024,
+# rounded up: the UNet's peak on top of its weights (fp16, CFG batch of 2), and the VAE decode
+# in fp32 (4.8 GiB at 1024x1024: the decode, not the UNet, sets the peak).
+UNET_BYTES_PER_PIXEL = 1400
+VAE_DECODE_BYTES_PER_PIXEL = 5200
 
 
 def module_bytes(modules):
@@ -24,15 +23,18 @@ def module_bytes(modules):
     return total
 
 
-def activation_bytes(width, height, dtype_size=2, vae_tiling=False, scale=1.0):
+def activation_bytes(width, height, dtype_size=2, vae_tiling=False, scale=1.0,
+                     tile_pixels=1024 * 1024):
     """Rough peak activation bytes for one image (CFG batch of 2) of width x height.
 
     `scale` shrinks the estimate for small models (ratio of the model's UNet channel width to
-    SDXL's 320), so that the tiny preset is not over-estimated by orders of magnitude.
+    SDXL's 320), so that the tiny preset is not over-estimated by orders of magnitude. With
+    VAE tiling the decode works on tiles of `tile_pixels` (diffusers tiles at the VAE's
+    sample_size, 1024x1024 for SDXL, so tiling only helps above that).
     """
     pixels = width * height
     unet = UNET_BYTES_PER_PIXEL * pixels * dtype_size / 2 * scale
-    decode_pixels = min(pixels, VAE_TILE_PIXELS) if vae_tiling else pixels
+    decode_pixels = min(pixels, tile_pixels) if vae_tiling else pixels
     vae = VAE_DECODE_BYTES_PER_PIXEL * decode_pixels * scale
     return int(max(unet, vae))
 

@@ -46,7 +46,9 @@ def build_component(config_name, component, device, dtype):
     """Build one randomly initialised component from a bundled config folder.
 
     Modules are created directly on `device` (fast for full-size models on a GPU) in float32
-    and then cast, so the random init is the same on every device.
+    and then cast. The init is seeded, so a preset is the same model every time on the same
+    kind of device; CPU and CUDA random streams differ, so a preset built on the CPU (offload
+    memory modes build there) has other weights than one built on the GPU.
     """
     import torch
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel

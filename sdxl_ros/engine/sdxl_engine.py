@@ -215,8 +215,10 @@ class SdxlEngine:
             weights = module_bytes([base.vae])
         scale = base.unet.config.block_out_channels[0] / 320
         itemsize = 2 if self._dtype is not None and self._dtype.itemsize == 2 else 4
+        tile = getattr(base.vae.config, 'sample_size', 1024) or 1024
+        tile = int(tile[0] if isinstance(tile, (list, tuple)) else tile)
         return int(weights + activation_bytes(request.width, request.height, itemsize,
-                                              self.config.vae_tiling, scale))
+                                              self.config.vae_tiling, scale, tile * tile))
 
     def free_memory_bytes(self):
         """Free bytes on the GPU, or None on CPU."""

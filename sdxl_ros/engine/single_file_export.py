@@ -109,6 +109,11 @@ def _vae_key(key, value, num_up):
     raise KeyError(f'no SGM name for VAE key {key} ({rest})')
 
 
+def _is_fused(key):
+    """Whether a key is a fused attention projection that duplicates the separate ones."""
+    return '.to_qkv.' in key or '.to_kv.' in key or '.to_added_qkv.' in key
+
+
 def _with_text_model(state):
     """Key a CLIP state dict as `text_model.*` (transformers >= 5.6 flattened CLIPTextModel)."""
     return {(k if k.startswith(('text_model.', 'text_projection')) else f'text_model.{k}'): v
@@ -145,10 +150,14 @@ def single_file_state_dict(pipeline, role):
     unet = pipeline.unet
     layers = unet.config.layers_per_block
     up_has_attention = ['CrossAttn' in t for t in unet.config.up_block_types]
+    # Fused projections (to_qkv / to_kv, from diffusers' fuse_qkv_projections on the GPU fast
+    # path) duplicate to_q/to_k/to_v, which stay in the state dict; SGM files hold only those.
     out = {UNET + _unet_key(k, layers, up_has_attention): v
-           for k, v in unet.state_dict().items()}
+           for k, v in unet.state_dict().items() if not _is_fused(k)}
     num_up = len(pipeline.vae.config.up_block_types)
     for key, value in pipeline.vae.state_dict().items():
+        if _is_fused(key):
+            continue
         new_key, new_value = _vae_key(key, value, num_up)
         out[VAE + new_key] = new_value
     if role == 'base':
