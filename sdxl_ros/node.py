@@ -46,6 +46,8 @@ from sensor_msgs.msg import Image
 
 #: How often (seconds) a waiting goal looks for a cancel request.
 _WAIT_POLL_SEC = 0.2
+#: A waiting goal repeats its 'queued' feedback this often (seconds), for late listeners.
+_QUEUED_FEEDBACK_SEC = 1.0
 #: A queue place whose goal never reached handle_accepted (its client vanished while the
 #: response was sent) is dropped after this many seconds, so it cannot block the queue.
 _STALE_ADMISSION_SEC = 10.0
@@ -289,13 +291,14 @@ class SdxlNode(LifecycleNode):
     def _wait_turn(self, goal_handle, admission):
         """Wait until the goal heads the queue; False if it was cancelled or stopped first."""
         position = self._queue.position(admission)
-        reported = None
+        reported, reported_at = None, 0.0
         while position:
             if goal_handle.is_cancel_requested or admission.stop_reason:
                 return False
-            if position != reported:
+            now = time.monotonic()
+            if position != reported or now - reported_at >= _QUEUED_FEEDBACK_SEC:
                 goal_handle.publish_feedback(queued_feedback(position, GenerateImage.Feedback()))
-                reported = position
+                reported, reported_at = position, now
             self._drop_stale_head()
             position = self._queue.wait_for_change(admission, position, _WAIT_POLL_SEC)
         return position == 0 and not (goal_handle.is_cancel_requested or admission.stop_reason)

@@ -251,6 +251,11 @@ class RosClient:
         client = self.action_client(action_name)
         if not client.wait_for_server(timeout_sec=timeout):
             raise TimeoutError(f'no action server {action_name}')
+        # The server's services are up; let discovery reach its feedback publisher too, so
+        # the first feedback messages are not published before this client listens.
+        feedback_topic = f'{action_name}/_action/feedback'
+        if not wait_for(lambda: self.node.count_publishers(feedback_topic), timeout):
+            raise TimeoutError(f'no feedback publisher on {feedback_topic}')
         run = GoalRun(client, GenerateImage.Goal(**fields))
         run.accepted(timeout)
         return run

@@ -187,7 +187,8 @@ def test_two_clients_are_served_fifo_and_queued_goal_can_be_cancelled(
     action = shared_node.name_of('generate')
     other = RosClient('second_client')
     try:
-        first = ros_client.send_goal(action, prompt='first', steps=12, seed=1)
+        first = ros_client.send_goal(action, prompt='first', steps=60, width=128, height=128,
+                                     seed=1)
         second = other.send_goal(action, prompt='second', steps=4, seed=2)
         assert second.wait_feedback(lambda fb: fb.stage == 'queued', 30).queue_position == 1
         first_response = first.result()
