@@ -12,7 +12,7 @@ import pytest
 from engine_fixtures import tiny_engine, tiny_request
 from sdxl_ros.engine import (EngineError, GenerationCancelled, OutOfMemory, Progress,
                              SdxlEngine)
-from sdxl_ros.request import RequestError
+from sdxl_ros.request import Limits, RequestError
 from sdxl_ros.schedulers import SCHEDULER_NAMES
 
 
@@ -208,8 +208,7 @@ def test_validation_error_raised_before_work(engine):
     with pytest.raises(RequestError, match='multiple of 8'):
         engine.generate(tiny_request(width=65))
     with pytest.raises(RequestError, match='out of range'):
-        tiny_engine(limits=__import__('sdxl_ros.request').request.Limits()).generate(
-            tiny_request())
+        tiny_engine(limits=Limits()).generate(tiny_request())  # 64 px < default 256
 
 
 def test_oom_hook_raises_out_of_memory_then_recovers():
@@ -268,3 +267,21 @@ def test_cli_reports_errors(tmp_path):
         capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
     assert 'not found' in run.stderr
+
+
+def test_nan_decode_is_refused_not_published(engine):
+    import torch
+    from sdxl_ros.engine.generation import decode_latents
+    latents = torch.full((1, 4, 8, 8), float('nan'))
+    with pytest.raises(EngineError, match='NaN'):
+        decode_latents(engine.base_pipeline.vae, latents)
+
+
+def test_loading_progress_reported():
+    from engine_fixtures import TINY_LIMITS
+    from sdxl_ros.engine import EngineConfig
+    events = []
+    engine = SdxlEngine(EngineConfig(device='cpu', limits=TINY_LIMITS))
+    engine.load(on_progress=events.append)
+    assert events and {e.stage for e in events} == {'loading'}
+    assert engine.is_loaded

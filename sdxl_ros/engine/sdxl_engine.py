@@ -332,12 +332,10 @@ class _StepState:
         """Send one Progress event to the caller's callback, if any."""
         if self.on_progress is None:
             return
-        decoding = stage == 'decoding'
         self.on_progress(Progress(
             stage=stage, step=step, total_steps=max(self.total, step),
             image_index=self.index, num_images=self.request.num_images,
-            elapsed_sec=self.clock.elapsed(), eta_sec=self.clock.eta(self.index, False)
-            if not decoding else self.clock.eta(self.index, False),
+            elapsed_sec=self.clock.elapsed(), eta_sec=self.clock.eta(self.index),
             preview=preview))
 
     def on_step_end(self, pipe, _i, _t, callback_kwargs):
