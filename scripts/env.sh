@@ -44,6 +44,11 @@ if [ -n "${SDXL_ROS_WHEELS:-}" ]; then
 fi
 # shellcheck disable=SC1091
 source "${SDXL_ROS_INSTALL}/setup.bash"
+# sdxl_node and sdxl_generate by name, also where no `ros2` CLI exists (the PyPI wheels).
+case ":${PATH}:" in
+  *":${SDXL_ROS_INSTALL}/sdxl_ros/lib/sdxl_ros:"*) ;;
+  *) export PATH="${SDXL_ROS_INSTALL}/sdxl_ros/lib/sdxl_ros:${PATH}" ;;
+esac
 
 # Network safety: Fast DDS may use only shared memory and UDP on loopback. A missing profile
 # makes Fast DDS fall back to multicast on every interface silently, so refuse to go on.
