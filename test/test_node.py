@@ -327,9 +327,14 @@ def test_node_without_models_reports_why(ros_client, tmp_path):
     from ros_harness import NodeProcess
     node = NodeProcess(tmp_path, {'base_model': 'sd_xl_base_1.0.safetensors',
                                   'model_dir': str(tmp_path)}).start()
+    def unconfigured():
+        try:
+            return ros_client.lifecycle_state(node.fqn, 5.0) == 'unconfigured'
+        except TimeoutError:  # still importing torch
+            return False
+
     try:
-        assert wait_for(lambda: ros_client.lifecycle_state(node.fqn, 5.0) == 'unconfigured'
-                        and 'cannot configure' in node.log(), 60)
+        assert wait_for(lambda: 'cannot configure' in node.log() and unconfigured(), 90)
         assert 'sd_xl_base_1.0.safetensors' in node.log()
         _, response = ros_client.generate(node.name_of('generate'), prompt='a robot')
         _assert_refused(response, 'not active')
