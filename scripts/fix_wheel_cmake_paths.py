@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
-"""Point the ROS wheels' CMake exports at this venv's Python and numpy headers.
+"""
+Point the ROS wheels' CMake exports at this venv's Python and numpy headers.
 
 The PyPI ROS wheels were built in a manylinux image and their
 ``*__rosidl_generator_pyExport.cmake`` files name include directories under

@@ -1,6 +1,7 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
-"""A1111 "infotext": the `parameters` string saved in PNGs, so an image can be re-generated.
+"""
+A1111 "infotext": the `parameters` string saved in PNGs, so an image can be re-generated.
 
 Layout (as AUTOMATIC1111's web UI writes it)::
 
@@ -120,7 +121,8 @@ def _size(text):
 
 
 def parse_infotext(text):
-    """Turn an A1111 `parameters` string back into a (not yet validated) GenerationRequest.
+    """
+    Turn an A1111 `parameters` string back into a (not yet validated) GenerationRequest.
 
     Missing fields take the request defaults; newer A1111 files that write the Karras
     schedule as `Schedule type: Karras` map back to our 'X Karras' sampler names.

@@ -1,6 +1,7 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
-"""Generation request: the validated, ROS-free description of what to draw.
+"""
+Generation request: the validated, ROS-free description of what to draw.
 
 The node turns an action goal into a `GenerationRequest` (resolving zero/empty fields to its
 defaults first); `validate_request` then checks every field against `Limits` and returns the
@@ -47,7 +48,8 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds a request must respect; the node may tighten or widen them per deployment.
+    """
+    Bounds a request must respect; the node may tighten or widen them per deployment.
 
     Defaults: sides 256..2048 px (SDXL is trained at ~1024 px; smaller gives cartoonish
     results, larger exhausts memory), at most 150 steps, 8 images per request and
@@ -84,7 +86,8 @@ def _check_int(value, field):
 
 
 def _check_float(value, field):
-    """Refuse non-numbers and NaN/inf; round to float32 precision.
+    """
+    Refuse non-numbers and NaN/inf; round to float32 precision.
 
     Goal fields arrive as float32 through ROS (0.8 becomes 0.800000011920929); keeping 7
     significant digits, float32's precision, gives back the 0.8 the user typed.
@@ -112,7 +115,8 @@ def _check_side(value, field, limits):
 
 
 def validate_request(request, limits=None):
-    """Check every field of `request` and return the normalised request.
+    """
+    Check every field of `request` and return the normalised request.
 
     Normalisation: prompts lose surrounding whitespace and control characters other than
     tab/newline, the scheduler name becomes its canonical spelling, guidance and switch are

@@ -1,6 +1,7 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
-"""Sampler names A1111 users know, mapped onto diffusers schedulers.
+"""
+Sampler names A1111 users know, mapped onto diffusers schedulers.
 
 The table is plain data so that `sdxl_ros.request` can validate names without importing
 torch; `make_scheduler` imports diffusers only when a scheduler is actually built.
@@ -56,7 +57,8 @@ def canonical_scheduler_name(name):
 
 
 def _exact_lms_class():
-    """Build (once) an LMS scheduler whose coefficients need no scipy.
+    """
+    Build (once) an LMS scheduler whose coefficients need no scipy.
 
     Hand-written on purpose: diffusers' LMSDiscreteScheduler integrates a Lagrange basis
     polynomial with `scipy.integrate.quad`; scipy is a large dependency for robots. The
@@ -92,7 +94,8 @@ _EXACT_LMS = None
 
 
 def make_scheduler(name, base_scheduler_config):
-    """Build the diffusers scheduler for an A1111 sampler name from a model's scheduler config.
+    """
+    Build the diffusers scheduler for an A1111 sampler name from a model's scheduler config.
 
     The model's config supplies the noise schedule (betas, prediction type, ...); the table
     supplies the sampler. Raises ValueError for an unknown name.

@@ -6,10 +6,10 @@ import subprocess
 import sys
 import threading
 
+from engine_fixtures import tiny_engine, tiny_request
 import numpy as np
 import pytest
 
-from engine_fixtures import tiny_engine, tiny_request
 from sdxl_ros.engine import (EngineError, GenerationCancelled, OutOfMemory, Progress,
                              SdxlEngine)
 from sdxl_ros.request import Limits, RequestError

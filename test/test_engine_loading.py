@@ -2,15 +2,15 @@
 # Licensed under the Apache License, Version 2.0
 """Offline model loading: single-file checkpoints, diffusers folders, tokenizers, errors."""
 
+from engine_fixtures import tiny_engine, tiny_request
 import numpy as np
 import pytest
-import torch
 
-from engine_fixtures import tiny_engine, tiny_request
 from sdxl_ros.engine import EngineConfig, ModelLoadError, SdxlEngine
 from sdxl_ros.engine import tokenizers as toks
 from sdxl_ros.engine.resources import model_config_dir, resource_dir
 from sdxl_ros.engine.single_file_export import save_single_file, single_file_state_dict
+import torch
 
 COMPONENTS = ('unet', 'vae', 'text_encoder', 'text_encoder_2')
 

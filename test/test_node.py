@@ -327,6 +327,7 @@ def test_node_without_models_reports_why(ros_client, tmp_path):
     from ros_harness import NodeProcess
     node = NodeProcess(tmp_path, {'base_model': 'sd_xl_base_1.0.safetensors',
                                   'model_dir': str(tmp_path)}).start()
+
     def unconfigured():
         try:
             return ros_client.lifecycle_state(node.fqn, 5.0) == 'unconfigured'

@@ -1,6 +1,7 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
-"""SDXL base + refiner generation engine (no ROS inside).
+"""
+SDXL base + refiner generation engine (no ROS inside).
 
 Contract used by the node::
 

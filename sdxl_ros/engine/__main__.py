@@ -1,6 +1,7 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
-"""Command line: generate PNGs (with A1111 infotext) without ROS.
+"""
+Command line: generate PNGs (with A1111 infotext) without ROS.
 
 Example: python -m sdxl_ros.engine --preset tiny --prompt "a robot" --seed 7 --steps 4
 --out a.png

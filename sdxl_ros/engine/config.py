@@ -13,7 +13,8 @@ MEMORY_MODES = ('resident', 'model_offload', 'sequential_offload')
 
 @dataclass
 class EngineConfig:
-    """Settings read once when the engine is created (the node fills it from parameters).
+    """
+    Settings read once when the engine is created (the node fills it from parameters).
 
     base_model / refiner_model: a preset name (`tiny`, `sdxl-random`), a single-file
     checkpoint (`.safetensors`/`.ckpt`) or a diffusers folder; relative paths are resolved

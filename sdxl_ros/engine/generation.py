@@ -1,6 +1,7 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
-"""One image: base denoising, then refiner denoising, then our own VAE decode.
+"""
+One image: base denoising, then refiner denoising, then our own VAE decode.
 
 diffusers' `interrupt` skips the remaining steps but would still decode; so both pipelines
 run with `output_type='latent'` and the engine decodes only when not cancelled.
@@ -34,7 +35,7 @@ class StepPlan:
 
     @property
     def total(self):
-        """Iterations of base and refiner together (what progress counts)."""
+        """Return the iterations of base and refiner together (what progress counts)."""
         return self.base_steps + self.refiner_steps
 
     @property
@@ -44,7 +45,8 @@ class StepPlan:
 
 
 def plan_steps(scheduler_name, scheduler_config, steps, switch, has_refiner):
-    """Predict the base/refiner split exactly as diffusers will cut the schedule.
+    """
+    Predict the base/refiner split exactly as diffusers will cut the schedule.
 
     The base keeps timesteps >= the cutoff, the refiner those below it (second-order samplers
     count each model evaluation, as the pipelines' loops do). If either side would get no

@@ -1,6 +1,7 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
-"""Load SDXL base + refiner from presets, single-file checkpoints or diffusers folders, offline.
+"""
+Load SDXL base + refiner from presets, single-file checkpoints or diffusers folders, offline.
 
 Single files are read with diffusers' `from_single_file`, given a bundled config folder from
 `resource/models` and `local_files_only=True`, so nothing is ever looked up on a model hub.
@@ -76,7 +77,8 @@ def resolve_source(name, model_dir, role):
 
 
 def read_checkpoint_shapes(path):
-    """Return {key: shape} of a checkpoint without loading its tensors.
+    """
+    Return {key: shape} of a checkpoint without loading its tensors.
 
     A truncated or corrupt file fails here with a message that says to download it again.
     """
@@ -192,7 +194,8 @@ def _preset_pipelines(preset_name, device, dtype, share_from=None, refiner=False
 
 
 def _benchmark_tokenizers():
-    """Real CLIP tokenizers when the BPE vocabulary is installed, else the byte-level ones.
+    """
+    Real CLIP tokenizers when the BPE vocabulary is installed, else the byte-level ones.
 
     Random weights make token identity irrelevant; only the 77-token shape matters.
     """

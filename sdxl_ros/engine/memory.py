@@ -25,7 +25,8 @@ def module_bytes(modules):
 
 def activation_bytes(width, height, dtype_size=2, vae_tiling=False, scale=1.0,
                      tile_pixels=1024 * 1024):
-    """Rough peak activation bytes for one image (CFG batch of 2) of width x height.
+    """
+    Rough peak activation bytes for one image (CFG batch of 2) of width x height.
 
     `scale` shrinks the estimate for small models (ratio of the model's UNet channel width to
     SDXL's 320), so that the tiny preset is not over-estimated by orders of magnitude. With

@@ -1,6 +1,7 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
-"""Model presets that need no weight files: random models with real (or tiny) SDXL shapes.
+"""
+Model presets that need no weight files: random models with real (or tiny) SDXL shapes.
 
 `tiny` runs on a CPU in about a second (tests, demos); `sdxl-random` has the full SDXL base
 and refiner architectures with random weights (GPU benchmarks, memory tests). Both are built
@@ -43,7 +44,8 @@ def _seeded(build, seed):
 
 
 def build_component(config_name, component, device, dtype):
-    """Build one randomly initialised component from a bundled config folder.
+    """
+    Build one randomly initialised component from a bundled config folder.
 
     Modules are created directly on `device` (fast for full-size models on a GPU) in float32
     and then cast. The init is seeded, so a preset is the same model every time on the same

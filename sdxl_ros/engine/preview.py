@@ -16,7 +16,8 @@ SDXL_LATENT_RGB_BIAS = np.array([0.1084, -0.0175, -0.0011], dtype=np.float32)
 
 
 def latents_to_rgb(latents):
-    """Project one latent (4xhxw torch tensor or array) to a uint8 hxwx3 RGB preview.
+    """
+    Project one latent (4xhxw torch tensor or array) to a uint8 hxwx3 RGB preview.
 
     The preview has the latent's resolution (1/8 of the image side); subscribers scale it.
     """

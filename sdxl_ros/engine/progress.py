@@ -26,7 +26,8 @@ class Progress:
 
 
 class ProgressClock:
-    """Estimates time left for a whole request from the pace of the steps done so far.
+    """
+    Estimates time left for a whole request from the pace of the steps done so far.
 
     Each image costs its denoising steps plus one decode, counted as one step's worth until
     a real decode has been timed.

@@ -6,7 +6,8 @@ from pathlib import Path
 
 
 def resource_dir():
-    """Return the `resource` directory: next to the sources first, else the ament share dir.
+    """
+    Return the `resource` directory: next to the sources first, else the ament share dir.
 
     Running from the repository (tests, `python -m sdxl_ros.engine`) finds
     `<repo>/resource`; an installed package finds `share/sdxl_ros/resource` through

@@ -1,6 +1,7 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
-"""SdxlEngine: load SDXL base + refiner once, then generate images for validated requests.
+"""
+SdxlEngine: load SDXL base + refiner once, then generate images for validated requests.
 
 No ROS here (DESIGN.md "Layers"): the node drives this class from its execute callback and
 translates progress, cancel and errors into action feedback and results.
@@ -61,29 +62,29 @@ class SdxlEngine:
 
     @property
     def model_names(self):
-        """(base name, refiner name or '') as written into infotext."""
+        """Return (base name, refiner name or '') as written into infotext."""
         if self._models is None:
             return ('', '')
         return (self._models.base_name, self._models.refiner_name)
 
     @property
     def device(self):
-        """The torch device generation runs on (after `load`)."""
+        """Return the torch device generation runs on (after `load`)."""
         return self._device
 
     @property
     def dtype(self):
-        """The torch dtype of the models (after `load`)."""
+        """Return the torch dtype of the models (after `load`)."""
         return self._dtype
 
     @property
     def base_pipeline(self):
-        """The diffusers base pipeline (for benchmarks and tests; None before `load`)."""
+        """Return the diffusers base pipeline (for benchmarks and tests; None before `load`)."""
         return self._models.base if self._models else None
 
     @property
     def refiner_pipeline(self):
-        """The diffusers refiner pipeline, or None when there is no refiner."""
+        """Return the diffusers refiner pipeline, or None when there is no refiner."""
         return self._models.refiner if self._models else None
 
     def _resolve_device_dtype(self):

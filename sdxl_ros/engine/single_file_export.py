@@ -1,6 +1,7 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
-"""Write SDXL pipelines as single-file checkpoints in the original (Stability SGM) key layout.
+"""
+Write SDXL pipelines as single-file checkpoints in the original (Stability SGM) key layout.
 
 diffusers reads that layout (`from_single_file`) but has no public writer. Tests use this to
 prove the offline single-file path on the tiny preset, and demos can make small files that

@@ -1,6 +1,7 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
-"""CLIP tokenizers without a model hub: generated, from a local folder, or from a package.
+"""
+CLIP tokenizers without a model hub: generated, from a local folder, or from a package.
 
 Single-file checkpoints carry no tokenizer. SDXL uses OpenAI's CLIP BPE tokenizer twice; the
 second copy pads with '!' instead of '<|endoftext|>'. The vocabulary (49,408 tokens) follows
@@ -28,7 +29,8 @@ TOKENIZER_HELP = (
 
 
 def byte_alphabet():
-    """Return the 256 printable characters byte-level BPE uses for bytes 0..255, in CLIP order.
+    """
+    Return the 256 printable characters byte-level BPE uses for bytes 0..255, in CLIP order.
 
     Hand-written: transformers does not export this table, and its order defines token ids.
     Printable Latin-1 bytes stand for themselves; the others map to code points from 256 up.
@@ -54,7 +56,8 @@ def _make_pair(vocab, merges):
 
 
 def tiny_tokenizers():
-    """Byte-level CLIP tokenizers with no merges (514 tokens): every character is a token.
+    """
+    Byte-level CLIP tokenizers with no merges (514 tokens): every character is a token.
 
     Enough for random tiny models (vocab_size >= 514), built in-process so nothing is fetched.
     """
@@ -64,7 +67,8 @@ def tiny_tokenizers():
 
 
 def clip_bpe_file():
-    """Return the path of OpenAI's CLIP BPE file from an installed package, or None.
+    """
+    Return the path of OpenAI's CLIP BPE file from an installed package, or None.
 
     Looks the package up without importing it (importing `clip` pulls torchvision).
     """
