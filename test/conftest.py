@@ -11,6 +11,8 @@ import importlib.util
 
 import pytest
 
+# The reliability suite's figures and summary table (pytest hooks).
+from reliability_report import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401
 from ros_harness import confinement_problem, NodeProcess, RosClient
 
 ROS_AVAILABLE = importlib.util.find_spec('rclpy') is not None
