@@ -7,7 +7,7 @@ Start sdxl_node configured and active (autostart), e.g.
     ros2 launch sdxl_ros sdxl.launch.py namespace:=robot1 params_file:=/path/my.yaml
 
 Arguments: params_file (default: the package's config/sdxl.yaml), namespace, base_model,
-refiner_model, device (each overrides the params file only when given), log_level.
+refiner_model, model_dir, device (each overrides the params file only when given), log_level.
 """
 
 from launch import LaunchDescription
@@ -20,6 +20,7 @@ from launch_ros.substitutions import FindPackageShare
 OVERRIDES = {
     'base_model': 'SDXL base: checkpoint, diffusers folder or preset (tiny, sdxl-random)',
     'refiner_model': 'SDXL refiner, as base_model ("none" = base only)',
+    'model_dir': 'directory holding the checkpoints / diffusers folders',
     'device': 'auto, cuda or cpu',
 }
 

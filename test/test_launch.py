@@ -8,10 +8,11 @@ wheel-based environment and run wherever a system ROS 2 is sourced. The config f
 against the real node everywhere.
 """
 
-import asyncio
 import importlib.util
 from pathlib import Path
-import threading
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -41,39 +42,52 @@ def test_launch_file_declares_the_arguments():
     _needs_launch()
     description = _load_launch_module().generate_launch_description()
     names = {argument.name for argument in description.get_launch_arguments()}
-    assert {'params_file', 'namespace', 'base_model', 'refiner_model', 'device',
+    assert {'params_file', 'namespace', 'base_model', 'refiner_model', 'model_dir', 'device',
             'log_level'} <= names
+
+
+#: Runs a launch file in its own process: LaunchService must own the main thread (signals).
+LAUNCH_RUNNER = """
+import sys
+from launch import LaunchDescription, LaunchService
+from launch.actions import IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+arguments = dict(arg.split(':=', 1) for arg in sys.argv[2:])
+service = LaunchService()
+service.include_launch_description(LaunchDescription([IncludeLaunchDescription(
+    PythonLaunchDescriptionSource(sys.argv[1]), launch_arguments=arguments.items())]))
+sys.exit(service.run())
+"""
 
 
 @pytest.mark.ros
 def test_launch_starts_the_node_active_and_serving(ros_client, tmp_path):
     _needs_launch()
-    from launch import LaunchDescription, LaunchService
-    from launch.actions import IncludeLaunchDescription
-    from launch.launch_description_sources import PythonLaunchDescriptionSource
     from ros_harness import write_parameters_file
     params = write_parameters_file(tmp_path / 'params.yaml', {
         'min_side': 64, 'default_width': 64, 'default_height': 64, 'default_steps': 3})
     namespace = f'launch_test_{tmp_path.name}'
-    include = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
-        launch_arguments={'params_file': str(params), 'namespace': namespace,
-                          'base_model': 'tiny', 'refiner_model': 'tiny',
-                          'device': 'cpu'}.items())
-    service = LaunchService()
-    service.include_launch_description(LaunchDescription([include]))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=lambda: loop.run_until_complete(service.run_async()))
-    thread.start()
+    arguments = {'params_file': str(params), 'namespace': namespace, 'base_model': 'tiny',
+                 'refiner_model': 'tiny', 'device': 'cpu', 'log_level': 'warn'}
+    launch = subprocess.Popen(
+        [sys.executable, '-c', LAUNCH_RUNNER, str(LAUNCH_FILE)]
+        + [f'{key}:={value}' for key, value in arguments.items()],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         fqn = f'/{namespace}/sdxl'
         ros_client.wait_active(fqn)
         _, response = ros_client.generate(f'{fqn}/generate', prompt='a robot', seed=1)
         assert response.result.message == ''
         assert len(response.result.images) == 1
+        assert response.result.images[0].width == 64
     finally:
-        loop.call_soon_threadsafe(service.shutdown)
-        thread.join(30)
+        launch.send_signal(signal.SIGINT)
+        try:
+            output, _ = launch.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            launch.kill()
+            output, _ = launch.communicate()
+    assert launch.returncode == 0, output
 
 
 @pytest.mark.ros
