@@ -56,6 +56,11 @@ IMAGE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
 PREVIEW_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
                          durability=DurabilityPolicy.VOLATILE)
+#: The action's goal, cancel and result services. The ROS default keeps only 10 requests:
+#: a burst of more (a cancel storm, many clients at once) arriving while generation holds the
+#: CPU overflowed it, and the dropped requests were never answered.
+ACTION_SERVICE_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.VOLATILE)
 
 
 class Admission:
@@ -110,7 +115,10 @@ class SdxlNode(LifecycleNode):
         self._action_server = ActionServer(
             self, GenerateImage, '~/generate', execute_callback=self._execute,
             goal_callback=self._on_goal, handle_accepted_callback=self._on_accepted,
-            cancel_callback=self._on_cancel, callback_group=self._group)
+            cancel_callback=self._on_cancel, callback_group=self._group,
+            goal_service_qos_profile=ACTION_SERVICE_QOS,
+            cancel_service_qos_profile=ACTION_SERVICE_QOS,
+            result_service_qos_profile=ACTION_SERVICE_QOS)
         self._list_service = self.create_service(
             ListModels, '~/list_models', self._on_list_models, callback_group=self._group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -330,6 +338,9 @@ class SdxlNode(LifecycleNode):
             problem = self._memory_refusal(admission.request)
             if problem:
                 return self._abort(goal_handle, problem)
+            if goal_handle.is_cancel_requested:
+                # Cancelled while the models loaded: stop before the first step.
+                admission.cancel.set()
             try:
                 result = self._engine.generate(
                     admission.request, cancel=admission.cancel,
