@@ -59,6 +59,9 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', default=os.path.join(ROOT, '.bench_work'),
                         help='compile caches and checkpoints (on local disk)')
     parser.add_argument('--stock-compile', default='1', help='0: skip torch.compile in stock')
+    parser.add_argument('--images-dir', default='',
+                        help='keep the images of each path here (.npy) so that runs split '
+                        'over several invocations still compare pictures')
     parser.add_argument('--child-restart', action='store_true', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -501,7 +504,9 @@ def phase_env(args, state):
             'settings': {'size': args.size, 'steps': args.steps, 'switch': args.switch,
                          'cfg': args.cfg, 'scheduler': 'Euler (EulerDiscreteScheduler)',
                          'batch': 1, 'seed': SEED, 'prompt': PROMPT, 'preset': args.preset,
-                         'dtype': 'float16', 'timed_images': args.images}}
+                         'dtype': 'float16', 'timed_images': args.images},
+            'fast_path_knobs': {k: v for k, v in os.environ.items()
+                                if k.startswith('SDXL_ROS_')}}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
@@ -531,10 +536,26 @@ def summarize(results):
     return summary
 
 
+def load_images(args):
+    """Images saved by earlier invocations (see --images-dir)."""
+    import numpy as np
+    images = {}
+    if args.images_dir and os.path.isdir(args.images_dir):
+        for name in os.listdir(args.images_dir):
+            if name.endswith('.npy'):
+                images[name[:-4]] = np.load(os.path.join(args.images_dir, name))
+    return images
+
+
 def write_partial(args, state):
     """Write what has been measured so far."""
     results = dict(state['results'])
     images = state['images']
+    if args.images_dir:
+        import numpy as np
+        os.makedirs(args.images_dir, exist_ok=True)
+        for name, image in images.items():
+            np.save(os.path.join(args.images_dir, name + '.npy'), image)
     agree = {}
     if 'stock_eager' in images:
         for name in ('ours', 'stock_best'):
@@ -567,7 +588,7 @@ def main(argv=None):
     # Cold caches: this run's compile caches start empty.
     subprocess.run(['rm', '-rf', os.path.join(args.work_dir, 'cache_stock'),
                     os.path.join(args.work_dir, 'cache_ours')], check=False)
-    state = {'results': {'phases_run': []}, 'images': {}}
+    state = {'results': {'phases_run': []}, 'images': load_images(args)}
     phases = [p.strip() for p in args.phases.split(',') if p.strip()]
     for name in phases:
         if name == 'stock_best' and 'engine' in state:

@@ -6,14 +6,12 @@ import os
 
 from engine_fixtures import tiny_engine, tiny_request
 import numpy as np
-import pytest
 
 from sdxl_ros.engine import EngineConfig
 from sdxl_ros.engine.acceleration import (accelerate_pipelines, compile_regions,
                                           configure_compile_cache, fast_path_applies,
                                           GraphedUNet, uncompile_regions)
-
-torch = pytest.importorskip('torch')
+import torch
 
 
 def test_fast_path_applies_only_to_resident_cuda():

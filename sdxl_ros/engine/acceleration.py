@@ -24,7 +24,9 @@ resident (elsewhere it changes nothing and `decode` is the plain engine decode):
 Environment knobs for experiments (defaults are the measured best, see bench/NOTES.md):
 `SDXL_ROS_COMPILE` = regional | none; `SDXL_ROS_CUDA_GRAPHS` = 1 | 0;
 `SDXL_ROS_COMPILE_MODE` = a torch.compile mode (default: default);
-`SDXL_ROS_SDPA` = default | cudnn | flash (attention backend preferred while compiling).
+`SDXL_ROS_SDPA` = default | cudnn | flash (attention backend preferred while compiling);
+`SDXL_ROS_COMPILE_REGIONS` = comma-separated block classes to compile (default: all four);
+`SDXL_ROS_COMPILE_TEXT` = 0 | 1 (also compile the two text encoders; off by default).
 """
 
 import copy
@@ -339,9 +341,17 @@ def accelerate_pipelines(base, refiner, config, device):
     if compile_kind == 'regional':
         _raise_recompile_limits()
         mode = _env('SDXL_ROS_COMPILE_MODE', 'default')
+        classes = tuple(name.strip() for name in os.environ.get(
+            'SDXL_ROS_COMPILE_REGIONS', ','.join(REGION_CLASSES)).split(',') if name.strip())
         for unet in unets:
-            compile_regions(unet, mode)
+            compile_regions(unet, mode, classes)
             accel.compiled.append(unet)
+        if _env('SDXL_ROS_COMPILE_TEXT', '0') in ('1', 'true', 'yes'):
+            for encoder in (base.text_encoder, base.text_encoder_2):
+                if encoder is not None:
+                    encoder.compile(dynamic=False)
+                    accel.compiled.append(encoder)
+            accel.applied.append('compile_text_encoders')
         fast_vae.decoder.compile(dynamic=False)
         accel.compiled.append(fast_vae)
         accel.applied.append(f'compile_regional:{mode}')
