@@ -56,6 +56,10 @@ PARAMETERS = (
                   'resident (fastest, ~13 GB), model_offload (one UNet on the GPU at a time) '
                   'or sequential_offload (least memory, slowest).', choices=MEMORY_MODES),
     ParameterSpec('vae_tiling', False, 'Decode the image in tiles to save memory at large sizes.'),
+    ParameterSpec('fast_path', True,
+                  'On CUDA, compile the models and capture CUDA graphs at load (minutes the '
+                  'first time, cached across restarts) for ~2.5x faster images with the same '
+                  'pictures; false = plain diffusers. No effect on CPU or with offloading.'),
     ParameterSpec('default_width', 1024, 'Image width for goals with width 0 (multiple of 8).',
                   minimum=8, maximum=8192, step=8),
     ParameterSpec('default_height', 1024,
@@ -98,7 +102,7 @@ PARAMETERS = (
 #: Parameters whose change means the models must be loaded again.
 RELOAD_PARAMETERS = frozenset((
     'base_model', 'refiner_model', 'model_dir', 'tokenizer_dir', 'device', 'dtype',
-    'memory_mode', 'vae_tiling', 'fault_oom_at_step'))
+    'memory_mode', 'vae_tiling', 'fast_path', 'fault_oom_at_step'))
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ class NodeParameters:
     dtype: str
     memory_mode: str
     vae_tiling: bool
+    fast_path: bool
     default_width: int
     default_height: int
     default_steps: int
@@ -152,7 +157,7 @@ class NodeParameters:
             base_model=self.base_model, refiner_model=self.refiner_model,
             model_dir=self.model_dir, tokenizer_dir=self.tokenizer_dir, device=self.device,
             dtype=self.dtype, memory_mode=self.memory_mode, vae_tiling=self.vae_tiling,
-            limits=self.limits(), fault_oom_at_step=self.fault_oom_at_step)
+            fast=self.fast_path, limits=self.limits(), fault_oom_at_step=self.fault_oom_at_step)
 
 
 def needs_reload(old, new):

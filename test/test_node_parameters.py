@@ -52,6 +52,7 @@ def test_reload_only_for_model_settings():
     params = NodeParameters.defaults()
     assert needs_reload(params, params.updated({'refiner_model': ''}))
     assert needs_reload(params, params.updated({'device': 'cpu'}))
+    assert needs_reload(params, params.updated({'fast_path': False}))
     assert not needs_reload(params, params.updated({'default_steps': 10, 'max_side': 1024}))
 
 
@@ -60,6 +61,8 @@ def test_engine_config_and_limits():
     config = params.engine_config()
     assert config.base_model == 'tiny' and config.limits.min_side == 64
     assert params.limits().max_steps == 150
+    assert config.fast is True
+    assert params.updated({'fast_path': False}).engine_config().fast is False
 
 
 def test_config_file_has_every_parameter_with_a_comment():
