@@ -105,6 +105,7 @@ class SdxlNode(LifecycleNode):
         self._engine = None
         self._engine_lock = threading.Lock()
         self._reload_pending = False
+        self._load_error = ''
         self._active = False
         self._queue = GoalQueue(self._params.max_queue)
         self._lock = threading.Lock()
@@ -212,6 +213,7 @@ class SdxlNode(LifecycleNode):
             self._engine.load()
         except ModelLoadError as error:
             self.get_logger().error(f'cannot load models: {error}')
+            self._load_error = str(error)
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f'models loaded in {time.monotonic() - started:.1f} s')
         return TransitionCallbackReturn.SUCCESS
@@ -370,7 +372,7 @@ class SdxlNode(LifecycleNode):
             if self._load_engine() != TransitionCallbackReturn.SUCCESS:
                 self._reload_pending = True
                 return f'cannot load models (base {params.base_model!r}, refiner ' \
-                       f'{params.refiner_model!r}); see the node log'
+                       f'{params.refiner_model!r}): {self._load_error}'
         self._engine.config.limits = params.limits()
         return ''
 
@@ -495,6 +497,24 @@ def main(args=None):
         executor.shutdown(timeout_sec=5.0)
         node.destroy_node()
         rclpy.try_shutdown()
+    _exit_without_teardown()
+
+
+def _exit_without_teardown():
+    """
+    End the process now that every goal is answered and ROS is shut down (exit status 0).
+
+    Python's module teardown of torch and diffusers takes over a second here; skipping it
+    (after the atexit handlers and a flush) keeps the exit on SIGINT/SIGTERM within 2 s.
+    """
+    import atexit
+    import logging
+    import sys
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == '__main__':
