@@ -65,7 +65,7 @@ def _cancel_at(ros_client, node, stage, **fields):
 
 
 def _serve_next(ros_client, node):
-    """The node serves a goal after the cancels; return its response."""
+    """Check the node serves a goal after the cancels; return its response."""
     response = finish(ros_client.send_goal(node.name_of('generate'), prompt='next'), 60)
     assert_served(response)
     return response

@@ -1,8 +1,10 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
 """
-Reliability: faults. Out of memory mid-step, a client killed mid-goal, SIGINT/SIGTERM while
-generating, missing, truncated and wrong-architecture weight files.
+Reliability: faults, each met by a reasoned end of the affected goal and no crash.
+
+Out of memory mid-step, a client killed mid-goal, SIGINT/SIGTERM while generating, missing,
+truncated and wrong-architecture weight files.
 
 The node must end the affected goal with a reason, never crash, and serve the next goal (or,
 for signals, exit cleanly within 2 s after answering its goals).
@@ -28,7 +30,7 @@ SHUTDOWN_LIMIT_SEC = 2.0
 
 @pytest.fixture(scope='module')
 def models(tmp_path_factory):
-    """A model_dir with the tiny preset written as real single-file checkpoints."""
+    """Write a model_dir with the tiny preset written as real single-file checkpoints."""
     from engine_fixtures import tiny_engine
     from sdxl_ros.engine.single_file_export import save_single_file
     folder = tmp_path_factory.mktemp('models')
