@@ -61,6 +61,10 @@ PREVIEW_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
 #: CPU overflowed it, and the dropped requests were never answered.
 ACTION_SERVICE_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
                                 durability=DurabilityPolicy.VOLATILE)
+#: Seconds a finished goal's result (images included, ~3 MB at 1024x1024) stays available to
+#: late result requests. Humble/Jazzy keep it 900 s by default, which on a busy robot holds
+#: hundreds of MB; clients ask for the result when the goal is accepted, so a minute is ample.
+RESULT_TIMEOUT_SEC = 60
 
 
 class Admission:
@@ -119,7 +123,7 @@ class SdxlNode(LifecycleNode):
             cancel_callback=self._on_cancel, callback_group=self._group,
             goal_service_qos_profile=ACTION_SERVICE_QOS,
             cancel_service_qos_profile=ACTION_SERVICE_QOS,
-            result_service_qos_profile=ACTION_SERVICE_QOS)
+            result_service_qos_profile=ACTION_SERVICE_QOS, result_timeout=RESULT_TIMEOUT_SEC)
         self._list_service = self.create_service(
             ListModels, '~/list_models', self._on_list_models, callback_group=self._group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
