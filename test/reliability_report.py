@@ -88,10 +88,6 @@ FIGURES = Figures()
 
 
 # ------------------------------------------------------------------ test helpers
-def status_names():
-    """Return action_msgs GoalStatus (imported late: rclpy may be missing)."""
-    from action_msgs.msg import GoalStatus
-    return GoalStatus
 
 
 def finish(run, timeout=120.0):
@@ -121,23 +117,6 @@ def module_node(ros_client, tmp_path_factory, parameters):
     finally:
         node.stop()
         print(f'----- log of {node.fqn} (exit {node.returncode}) -----\n{node.log()}')
-
-
-def assert_refused(response, *words):
-    """Check a goal was aborted with a 'refused: ' message naming `words`, without images."""
-    assert response.status == status_names().STATUS_ABORTED, response
-    message = response.result.message
-    assert message.startswith('refused: '), message
-    for word in words:
-        assert word in message, message
-    assert len(response.result.images) == 0
-
-
-def assert_served(response):
-    """Check a goal succeeded with images and an empty message."""
-    assert response.status == status_names().STATUS_SUCCEEDED, response.result.message
-    assert response.result.message == ''
-    assert len(response.result.images) >= 1
 
 
 def image_qos():

@@ -165,6 +165,29 @@ def wait_future(future, timeout):
     return future.result()
 
 
+def status_names():
+    """Return action_msgs GoalStatus (imported late: rclpy may be missing)."""
+    from action_msgs.msg import GoalStatus
+    return GoalStatus
+
+
+def assert_refused(response, *words):
+    """Check a goal was aborted with a 'refused: ' message naming `words`, without images."""
+    assert response.status == status_names().STATUS_ABORTED, response
+    message = response.result.message
+    assert message.startswith('refused: '), message
+    for word in words:
+        assert word in message, message
+    assert len(response.result.images) == 0
+
+
+def assert_served(response):
+    """Check a goal succeeded with images and an empty message."""
+    assert response.status == status_names().STATUS_SUCCEEDED, response.result.message
+    assert response.result.message == ''
+    assert len(response.result.images) >= 1
+
+
 class GoalRun:
     """One goal sent through an ActionClient: its feedback, handle and result."""
 

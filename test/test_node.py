@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ros_harness import RosClient, wait_for
+from ros_harness import assert_refused, RosClient, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -40,16 +40,6 @@ def _image_qos(reliable=True):
 def _pixels(msg):
     from sdxl_ros.image_conversion import image_msg_to_numpy
     return image_msg_to_numpy(msg)
-
-
-def _assert_refused(response, *words):
-    """Check that the goal was aborted with a 'refused:' message naming `words`."""
-    assert response.status == _status().STATUS_ABORTED, response
-    message = response.result.message
-    assert message.startswith('refused: '), message
-    for word in words:
-        assert word in message, message
-    assert len(response.result.images) == 0
 
 
 def _denoising(run):
@@ -154,7 +144,7 @@ def test_invalid_goals_are_refused_with_reasons(ros_client, shared_node):
         goal = dict({'prompt': 'a robot'}, **fields)
         runs.append((ros_client.send_goal(action, **goal), words))
     for run, words in runs:
-        _assert_refused(run.result(30), *words)
+        assert_refused(run.result(30), *words)
         assert run.feedback == []
     assert shared_node.alive
     _, response = ros_client.generate(action, prompt='still alive', seed=2)
@@ -221,7 +211,7 @@ def test_full_queue_is_refused_with_a_reason(ros_client, shared_node):
     assert running.wait_feedback(lambda fb: fb.stage == 'base', 60)
     waiting = ros_client.send_goal(action, prompt='waiting', steps=4, seed=2)
     refused = ros_client.send_goal(action, prompt='one too many', steps=4, seed=3)
-    _assert_refused(refused.result(30), 'queue is full', 'max_queue 1')
+    assert_refused(refused.result(30), 'queue is full', 'max_queue 1')
     running.cancel()
     assert running.result(30).status == _status().STATUS_CANCELED
     assert waiting.result(60).status == _status().STATUS_SUCCEEDED
@@ -283,7 +273,7 @@ def test_deactivate_frees_and_activate_restores(ros_client, start_node):
     assert ros_client.lifecycle_state(node.fqn) == 'inactive'
     assert 'models unloaded' in node.log()
     _, response = ros_client.generate(action, prompt='a robot')
-    _assert_refused(response, 'not active')
+    assert_refused(response, 'not active')
     assert ros_client.change_state(node.fqn, Transition.TRANSITION_ACTIVATE)
     assert ros_client.lifecycle_state(node.fqn) == 'active'
     _, response = ros_client.generate(action, prompt='a robot', seed=1)
@@ -338,7 +328,7 @@ def test_node_without_models_reports_why(ros_client, tmp_path):
         assert wait_for(lambda: 'cannot configure' in node.log() and unconfigured(), 90)
         assert 'sd_xl_base_1.0.safetensors' in node.log()
         _, response = ros_client.generate(node.name_of('generate'), prompt='a robot')
-        _assert_refused(response, 'not active')
+        assert_refused(response, 'not active')
     finally:
         node.stop()
 

@@ -9,8 +9,8 @@ its terminal state and `message`; after every refusal the node must serve the ne
 
 import pytest
 
-from reliability_report import (assert_refused, assert_served, finish, module_node, record,
-                                status_names)
+from reliability_report import finish, module_node, record
+from ros_harness import assert_refused, assert_served, status_names
 
 pytestmark = [pytest.mark.ros, pytest.mark.reliability]
 

@@ -11,9 +11,8 @@ import threading
 
 import pytest
 
-from reliability_report import (assert_served, finish, image_qos, module_node, settle,
-                                status_names)
-from ros_harness import wait_for, wait_future
+from reliability_report import finish, image_qos, module_node, settle
+from ros_harness import assert_served, status_names, wait_for, wait_future
 
 pytestmark = [pytest.mark.ros, pytest.mark.reliability]
 

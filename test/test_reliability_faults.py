@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from reliability_report import (assert_served, FIGURES, finish, image_qos, module_node,
-                                settle, status_names)
+from reliability_report import FIGURES, finish, image_qos, module_node, settle
+from ros_harness import assert_served, status_names
 pytestmark = [pytest.mark.ros, pytest.mark.reliability]
 
 NODE = {'default_steps': 4, 'max_queue': 4}

@@ -17,9 +17,8 @@ import time
 
 import pytest
 
-from reliability_report import (assert_refused, assert_served, FIGURES, finish, module_node,
-                                status_names)
-from ros_harness import GoalRun
+from reliability_report import FIGURES, finish, module_node
+from ros_harness import assert_refused, assert_served, GoalRun, status_names
 
 pytestmark = [pytest.mark.ros, pytest.mark.reliability]
 

@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from reliability_report import (assert_refused, assert_served, finish, module_node,
-                                status_names)
+from reliability_report import finish, module_node
+from ros_harness import assert_refused, assert_served, status_names
 
 pytestmark = [pytest.mark.ros, pytest.mark.reliability]
 

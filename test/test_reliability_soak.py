@@ -13,8 +13,8 @@ import statistics
 
 import pytest
 
-from reliability_report import (assert_refused, assert_served, FIGURES, finish, module_node,
-                                rss_bytes)
+from reliability_report import FIGURES, finish, module_node, rss_bytes
+from ros_harness import assert_refused, assert_served
 
 pytestmark = [pytest.mark.ros, pytest.mark.reliability]
 
