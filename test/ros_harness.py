@@ -268,9 +268,8 @@ class RosClient:
                                                              action_name)
         return self._action_clients[action_name]
 
-    def send_goal(self, action_name, timeout=30.0, **fields):
-        """Send a GenerateImage goal built from `fields`; return its GoalRun (accepted)."""
-        from sdxl_ros.action import GenerateImage
+    def connect(self, action_name, timeout=30.0):
+        """Discover the action server (services and feedback publisher); return the client."""
         client = self.action_client(action_name)
         if not client.wait_for_server(timeout_sec=timeout):
             raise TimeoutError(f'no action server {action_name}')
@@ -279,6 +278,12 @@ class RosClient:
         feedback_topic = f'{action_name}/_action/feedback'
         if not wait_for(lambda: self.node.count_publishers(feedback_topic), timeout):
             raise TimeoutError(f'no feedback publisher on {feedback_topic}')
+        return client
+
+    def send_goal(self, action_name, timeout=30.0, **fields):
+        """Send a GenerateImage goal built from `fields`; return its GoalRun (accepted)."""
+        from sdxl_ros.action import GenerateImage
+        client = self.connect(action_name, timeout)
         run = GoalRun(client, GenerateImage.Goal(**fields))
         run.accepted(timeout)
         return run

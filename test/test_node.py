@@ -177,6 +177,9 @@ def test_two_clients_are_served_fifo_and_queued_goal_can_be_cancelled(
     action = shared_node.name_of('generate')
     other = RosClient('second_client')
     try:
+        # Discovery of a new participant can take seconds (Jazzy): finish it before the
+        # first goal starts, or the first goal may end before the second is even sent.
+        other.connect(action)
         first = ros_client.send_goal(action, prompt='first', steps=60, width=128, height=128,
                                      seed=1)
         second = other.send_goal(action, prompt='second', steps=4, seed=2)
