@@ -382,12 +382,9 @@ class SdxlNode(LifecycleNode):
 
     def _memory_refusal(self, request):
         """On CUDA: a reason to refuse when the request would not fit free memory, else ''."""
-        free = self._engine.free_memory_bytes()
-        if free is None:
+        usable = self._engine.usable_memory_bytes()
+        if usable is None:
             return ''
-        import torch
-        # Memory torch already holds (the resident weights, cached blocks) is usable too.
-        usable = free + torch.cuda.memory_reserved(self._engine.device)
         need = self._engine.estimate_memory_bytes(request)
         if need <= usable:
             return ''

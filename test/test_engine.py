@@ -242,7 +242,7 @@ def test_memory_estimate_and_free_memory(engine):
     small = engine.estimate_memory_bytes(tiny_request(width=64, height=64))
     large = engine.estimate_memory_bytes(tiny_request(width=256, height=256))
     assert 0 < small < large
-    assert engine.free_memory_bytes() is None  # CPU
+    assert engine.usable_memory_bytes() is None  # CPU
 
 
 def test_cli_writes_png_with_infotext(tmp_path):

@@ -40,13 +40,19 @@ def activation_bytes(width, height, dtype_size=2, vae_tiling=False, scale=1.0,
     return int(max(unet, vae))
 
 
-def free_device_bytes(device):
-    """Free bytes on a CUDA device, or None where unknown (CPU)."""
+def usable_device_bytes(device):
+    """
+    Bytes a generation may use on a CUDA device, or None where unknown (CPU).
+
+    That is the free memory plus all that PyTorch already reserves, since the estimates it is
+    compared with count the resident weights and PyTorch reuses its cached blocks.
+    """
     import torch
     if device is None or torch.device(device).type != 'cuda' or not torch.cuda.is_available():
         return None
-    free, _total = torch.cuda.mem_get_info(torch.device(device))
-    return int(free)
+    device = torch.device(device)
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free + torch.cuda.memory_reserved(device))
 
 
 def release_cached_memory():

@@ -16,8 +16,8 @@ from sdxl_ros.engine.errors import (EngineError, GenerationCancelled, ModelLoadE
                                     OutOfMemory)
 from sdxl_ros.engine.generation import (decode_latents, GenerationResult, plan_steps,
                                         vae_needs_fp32)
-from sdxl_ros.engine.memory import (activation_bytes, free_device_bytes, module_bytes,
-                                    release_cached_memory)
+from sdxl_ros.engine.memory import (activation_bytes, module_bytes, release_cached_memory,
+                                    usable_device_bytes)
 from sdxl_ros.engine.preview import latents_to_rgb
 from sdxl_ros.engine.progress import Progress, ProgressClock
 from sdxl_ros.infotext import format_infotext
@@ -221,9 +221,9 @@ class SdxlEngine:
         return int(weights + activation_bytes(request.width, request.height, itemsize,
                                               self.config.vae_tiling, scale, tile * tile))
 
-    def free_memory_bytes(self):
-        """Free bytes on the GPU, or None on CPU."""
-        return free_device_bytes(self._device)
+    def usable_memory_bytes(self):
+        """Bytes a generation may use on the GPU (compare with estimate_memory_bytes)."""
+        return usable_device_bytes(self._device)
 
     # -------------------------------------------------------------- generation
     def generate(self, request, on_progress=None, cancel=None, preview_every_n_steps=0):
