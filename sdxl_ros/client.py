@@ -22,7 +22,7 @@ import time
 
 from sdxl_ros.goal_conversion import request_to_goal
 from sdxl_ros.infotext import parse_infotext
-from sdxl_ros.png_io import read_png_parameters, save_png
+from sdxl_ros.png_io import output_paths, read_png_parameters, save_png
 from sdxl_ros.request import RequestError
 
 #: Goal fields settable by flags: (flag, goal field, type, help).
@@ -98,13 +98,6 @@ def build_goal(args, goal):
     if not args.from_png and args.prompt is None:
         raise RequestError('give a prompt or --from-png')
     return goal
-
-
-def output_paths(output, count):
-    """Return the file names of `count` images: out.png, out-1.png, out-2.png, ..."""
-    root, ext = os.path.splitext(output)
-    ext = ext or '.png'
-    return [f'{root}{ext}' if index == 0 else f'{root}-{index}{ext}' for index in range(count)]
 
 
 def infotext_for_seed(parameters, seed):

@@ -2,8 +2,17 @@
 # Licensed under the Apache License, Version 2.0
 """PNG files carrying A1111 infotext in their `parameters` text chunk (engine CLI and client)."""
 
+import os
+
 import numpy as np
 from PIL import Image, PngImagePlugin
+
+
+def output_paths(output, count):
+    """Return the file names of `count` images: out.png, out-1.png, out-2.png, ..."""
+    root, ext = os.path.splitext(str(output))
+    ext = ext or '.png'
+    return [f'{root}{ext}' if index == 0 else f'{root}-{index}{ext}' for index in range(count)]
 
 
 def save_png(path, image, parameters=''):

@@ -12,8 +12,8 @@ import pytest
 
 from ros_harness import client_executable, wait_for
 from sdxl_ros.client import (action_name, build_goal, build_parser, format_progress,
-                             infotext_for_seed, output_paths)
-from sdxl_ros.png_io import read_png_parameters, save_png
+                             infotext_for_seed)
+from sdxl_ros.png_io import output_paths, read_png_parameters, save_png
 from sdxl_ros.request import RequestError
 
 INFOTEXT = ('a robot\nNegative prompt: blurry\nSteps: 6, Sampler: Euler, CFG scale: 5, '

@@ -9,11 +9,10 @@ Example: python -m sdxl_ros.engine --preset tiny --prompt "a robot" --seed 7 --s
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 import sys
 
 from sdxl_ros.engine import EngineConfig, EngineError, PRESETS, SdxlEngine
-from sdxl_ros.png_io import save_png
+from sdxl_ros.png_io import output_paths, save_png
 from sdxl_ros.request import GenerationRequest, Limits, RequestError
 from sdxl_ros.schedulers import SCHEDULER_NAMES
 
@@ -46,22 +45,16 @@ def build_parser():
                      help='default 1024, or 64 with --preset tiny')
     gen.add_argument('--height', type=int, default=None)
     gen.add_argument('--steps', type=int, default=_DEFAULTS.steps)
-    gen.add_argument('--guidance', type=float, default=_DEFAULTS.guidance_scale)
+    gen.add_argument('--guidance-scale', '--guidance', dest='guidance_scale', type=float,
+                     default=_DEFAULTS.guidance_scale)
     gen.add_argument('--refiner-switch', type=float, default=_DEFAULTS.refiner_switch)
     gen.add_argument('--seed', type=int, default=-1)
     gen.add_argument('--scheduler', default=_DEFAULTS.scheduler,
                      help='one of: ' + ', '.join(SCHEDULER_NAMES))
     gen.add_argument('--num-images', type=int, default=1)
     parser.add_argument('--out', default='sdxl.png',
-                        help='output PNG; with several images, _1, _2 ... are appended')
+                        help='output PNG; with several images, -1, -2 ... are appended')
     return parser
-
-
-def _out_paths(out, count):
-    """out.png for one image; out.png, out_1.png, ... for several."""
-    path = Path(out)
-    return [path] + [path.with_name(f'{path.stem}_{i}{path.suffix or ".png"}')
-                     for i in range(1, count)]
 
 
 def main(argv=None):
@@ -81,7 +74,7 @@ def main(argv=None):
                           limits=limits)
     request = replace(_DEFAULTS, prompt=args.prompt, negative_prompt=args.negative_prompt,
                       width=args.width or default_side, height=args.height or default_side,
-                      steps=args.steps, guidance_scale=args.guidance,
+                      steps=args.steps, guidance_scale=args.guidance_scale,
                       refiner_switch=args.refiner_switch, seed=args.seed,
                       scheduler=args.scheduler, num_images=args.num_images)
     engine = SdxlEngine(config)
@@ -92,7 +85,7 @@ def main(argv=None):
         print(f'\nerror: {error}', file=sys.stderr)
         return 1
     print(file=sys.stderr)
-    for path, image, infotext in zip(_out_paths(args.out, len(result.images)),
+    for path, image, infotext in zip(output_paths(args.out, len(result.images)),
                                      result.images, result.infotexts):
         save_png(path, image, infotext)
         print(f'{path}  seed {infotext.rsplit("Seed: ", 1)[-1].split(",")[0]}')
