@@ -280,11 +280,10 @@ class SdxlEngine:
 
     def _denoise(self, request, plan, generator, state):
         """Run base (and refiner) to latents; stops early when cancelled."""
+        from sdxl_ros.engine.prompts import encode_base, encode_refiner
         from sdxl_ros.schedulers import make_scheduler
         models = self._models
-        negative = request.negative_prompt or None
-        common = {'prompt': request.prompt, 'negative_prompt': negative,
-                  'num_inference_steps': request.steps,
+        common = {'num_inference_steps': request.steps,
                   'guidance_scale': request.guidance_scale, 'generator': generator,
                   'output_type': 'latent', 'callback_on_step_end': state.on_step_end,
                   'callback_on_step_end_tensor_inputs': ['latents']}
@@ -293,10 +292,12 @@ class SdxlEngine:
         self._enter_stage('base')
         models.base.scheduler = make_scheduler(request.scheduler,
                                                self._scheduler_configs['base'])
+        base_embeds = encode_base(models.base, request.prompt, request.negative_prompt,
+                                  request.guidance_scale, self._device)
         latents = models.base(
             width=request.width, height=request.height,
             denoising_end=request.refiner_switch if plan.uses_refiner else None,
-            **common).images
+            **base_embeds.as_kwargs(), **common).images
         if not plan.uses_refiner:
             return latents
         state.check_cancel()
@@ -304,8 +305,11 @@ class SdxlEngine:
         self._enter_stage('refiner')
         models.refiner.scheduler = make_scheduler(request.scheduler,
                                                   self._scheduler_configs['refiner'])
+        refiner_embeds = encode_refiner(models.base, models.refiner, base_embeds,
+                                        request.prompt, request.negative_prompt,
+                                        request.guidance_scale, self._device)
         return models.refiner(image=latents, denoising_start=request.refiner_switch,
-                              **common).images
+                              **refiner_embeds.as_kwargs(), **common).images
 
 
 class _StepState:
