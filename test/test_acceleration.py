@@ -8,9 +8,9 @@ from engine_fixtures import tiny_engine, tiny_request
 import numpy as np
 
 from sdxl_ros.engine import EngineConfig
-from sdxl_ros.engine.acceleration import (accelerate_pipelines, compile_regions,
+from sdxl_ros.engine.acceleration import (accelerate_pipelines, Accelerator, compile_regions,
                                           configure_compile_cache, fast_path_applies,
-                                          GraphedUNet, uncompile_regions)
+                                          GraphedEncoder, GraphedUNet, uncompile_regions)
 import torch
 
 
@@ -85,6 +85,27 @@ def test_graphed_unet_falls_back_to_the_plain_forward_on_cpu():
     assert 'forward' not in unet.__dict__
 
 
+def test_graphed_encoder_falls_back_to_the_plain_forward_on_cpu():
+    """A text encoder wrapped for graphs gives the same outputs through its own forward."""
+    pipe = tiny_engine(fast=False).base_pipeline
+    ids = pipe.tokenizer_2('a robot', padding='max_length', max_length=77,
+                           return_tensors='pt').input_ids
+    encoder = pipe.text_encoder_2
+    with torch.no_grad():
+        expected = encoder(ids, output_hidden_states=True)
+        graphed = GraphedEncoder(encoder)
+        graphed.install()
+        try:
+            got = encoder(ids, output_hidden_states=True)
+        finally:
+            graphed.uninstall()
+    assert type(got) is type(expected)
+    assert torch.equal(got[0], expected[0])
+    assert torch.equal(got.hidden_states[-2], expected.hidden_states[-2])
+    assert graphed.replays == 0 and not graphed.graphs
+    assert 'forward' not in encoder.__dict__
+
+
 def test_graph_signature_refuses_what_a_graph_cannot_serve():
     """No signature (so no graph) for CPU tensors, gradients or missing conditioning."""
     sample, t, hidden, cond = _unet_inputs(tiny_engine(fast=False).base_pipeline.unet)
@@ -112,3 +133,50 @@ def test_compile_cache_folder(tmp_path, monkeypatch):
     folder = tmp_path / 'inductor'
     assert configure_compile_cache(str(folder)) == str(folder)
     assert folder.is_dir() and os.environ['TORCHINDUCTOR_CACHE_DIR'] == str(folder)
+
+
+_MARKER_SCRIPT = """
+import sys
+sys.path.insert(0, {test_dir!r})
+from engine_fixtures import tiny_engine
+from sdxl_ros.engine.acceleration import Accelerator
+engine = tiny_engine()
+accel = Accelerator(engine.base_pipeline, engine.refiner_pipeline, enabled=True)
+accel.cache_dir = {cache!r}
+print(accel._warm_marker(engine, 64, 64))
+"""
+
+
+def test_warm_marker_is_the_same_in_every_process(tmp_path):
+    """The 'caches are warm' marker must not depend on the process (set order, ids)."""
+    import subprocess
+    import sys
+    script = _MARKER_SCRIPT.format(test_dir=os.path.dirname(__file__), cache=str(tmp_path))
+    paths = {subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                            check=True, timeout=300).stdout.strip().splitlines()[-1]
+             for _ in range(2)}
+    assert len(paths) == 1
+    path = paths.pop()
+    assert path.startswith(str(tmp_path / 'sdxl_ros_warm'))
+    engine = tiny_engine()
+    other = Accelerator(engine.base_pipeline, None, enabled=True)
+    other.cache_dir = str(tmp_path)
+    assert other._warm_marker(engine, 64, 64) != path  # no refiner: another warm-up
+
+
+def test_serial_compile_only_when_warm_and_restored():
+    """Warm caches compile in-process; the previous thread count comes back afterwards."""
+    import torch._inductor.config as inductor_config
+    from sdxl_ros.engine.acceleration import _serial_compile
+    before = inductor_config.compile_threads
+    with _serial_compile(False):
+        assert inductor_config.compile_threads == before
+    with _serial_compile(True):
+        assert inductor_config.compile_threads == 1
+    assert inductor_config.compile_threads == before
+    try:
+        with _serial_compile(True):
+            raise ValueError('boom')
+    except ValueError:
+        pass
+    assert inductor_config.compile_threads == before

@@ -6,29 +6,36 @@ The GPU fast path: applied once at load, the same pictures within fp16 noise, fa
 What `accelerate_pipelines` does on a CUDA device with `EngineConfig.fast` and the models
 resident (elsewhere it changes nothing and `decode` is the plain engine decode):
 
-- cuDNN autotuning of the convolutions (`cudnn.benchmark`);
 - fused QKV projections and channels_last memory layout for both UNets and the VAE;
 - regional `torch.compile` (default mode, static shapes) of the UNets' repeated blocks
   (ResnetBlock2D, Transformer2DModel, Down/Upsample2D) and of the VAE decoder: a few distinct
   graphs instead of two whole UNets, so a cold compile takes a fraction of a whole-model
   compile and a restart with warm caches only re-traces small blocks;
 - each UNet call (one CFG step) captured once per input shape as a CUDA graph and replayed:
-  no Python, no guard checks and no launch gaps inside a step;
+  no Python, no guard checks and no launch gaps inside a step; the text encoders likewise;
+- cuDNN's fused attention preferred over flash attention (faster on Hopper for SDXL's
+  4096-token self-attention, same error against fp32: bench/README.md);
 - VAE decode in fp16 (an fp16 copy of the VAE) instead of the fp32 upcast; the NaN/inf check
   stays, and an overflowing decode is redone on the fp32 VAE (and that VAE is then used
   directly from then on), so an image is never black or NaN;
 - compile caches (Inductor FX graph cache, AOTAutograd cache) in a persistent folder,
   `~/.cache/sdxl_ros/torchinductor` unless `TORCHINDUCTOR_CACHE_DIR` is set;
-- a warm-up generation at load (`warm_up`), so the first goal pays no compile or capture.
+- a warm-up generation at load (`warm_up`), so the first goal pays no compile or capture;
+  once a warm-up has filled the caches (a marker file says so), the next start loads the
+  compiled code in-process instead of starting Inductor's pool of compile workers.
 
 Environment knobs for experiments (defaults are the measured best, see bench/NOTES.md):
 `SDXL_ROS_COMPILE` = regional | none; `SDXL_ROS_CUDA_GRAPHS` = 1 | 0;
+`SDXL_ROS_GRAPH_TEXT` = 1 | 0 (CUDA graphs for the text encoders too);
+`SDXL_ROS_CUDNN_BENCHMARK` = 0 | 1 (cuDNN convolution autotuning: no faster per image on
+an H200, and 13 s more at every start since it is not cached across processes);
 `SDXL_ROS_COMPILE_MODE` = a torch.compile mode (default: default);
-`SDXL_ROS_SDPA` = default | cudnn | flash (attention backend preferred while compiling);
+`SDXL_ROS_SDPA` = cudnn | flash | default (attention kernel SDPA tries first);
 `SDXL_ROS_COMPILE_REGIONS` = comma-separated block classes to compile (default: all four);
 `SDXL_ROS_COMPILE_TEXT` = 0 | 1 (also compile the two text encoders; off by default).
 """
 
+import contextlib
 import copy
 import logging
 import os
@@ -96,12 +103,33 @@ def _prefer_sdpa_backend(choice):
         return False
     import torch
     from torch.nn.attention import SDPBackend
-    first = {'cudnn': SDPBackend.CUDNN_ATTENTION, 'flash': SDPBackend.FLASH_ATTENTION}[choice]
-    order = [first] + [b for b in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
-                                   SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
-                       if b != first]
-    torch._C._set_sdp_priority_order([int(b) for b in order])
+    first = int({'cudnn': SDPBackend.CUDNN_ATTENTION,
+                 'flash': SDPBackend.FLASH_ATTENTION}[choice])
+    current = [int(b) for b in torch._C._get_sdp_priority_order()]
+    torch._C._set_sdp_priority_order([first] + [b for b in current if b != first])
     return True
+
+
+@contextlib.contextmanager
+def _serial_compile(warm):
+    """
+    With warm caches, load compiled code in this process instead of starting compile workers.
+
+    Inductor starts a pool of compile worker processes (one per core, each importing torch)
+    as soon as anything is compiled, even when every graph then comes from the cache; on a
+    warm restart that pool only competes with the main process for the CPU (bench/NOTES.md).
+    A cold cache keeps the parallel pool, and so do later cache misses (new image sizes).
+    """
+    if not warm:
+        yield
+        return
+    import torch._inductor.config as inductor_config
+    previous = inductor_config.compile_threads
+    inductor_config.compile_threads = 1
+    try:
+        yield
+    finally:
+        inductor_config.compile_threads = previous
 
 
 def compile_regions(module, mode='default', classes=REGION_CLASSES):
@@ -206,20 +234,101 @@ class GraphedUNet:
                            return_dict=False)[0]
 
     def _capture(self, inputs):
-        """Warm up on a side stream, then capture one call; return (graph, inputs, output)."""
-        import torch
+        """Capture one call on copies of `inputs`; return (graph, inputs, output)."""
         static_in = tuple(t.detach().clone() for t in inputs)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                self._run(static_in)
-        torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            static_out = self._run(static_in)
+        graph, static_out = capture_graph(lambda: self._run(static_in), self.pool)
         return graph, static_in, static_out
+
+
+def capture_graph(run, pool=None):
+    """Run `run()` twice on a side stream (compile, tune), then capture it; return both."""
+    import torch
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            run()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        out = run()
+    return graph, out
+
+
+def _clone_output(value):
+    """Copy a graph's static output (tensor, tuple of tensors or a model output) for the caller."""
+    import torch
+    if torch.is_tensor(value):
+        return value.clone()
+    if isinstance(value, tuple):
+        return tuple(_clone_output(v) for v in value)
+    if isinstance(value, dict):  # transformers' ModelOutput is an OrderedDict dataclass
+        return type(value)(**{k: _clone_output(v) for k, v in value.items()})
+    return value
+
+
+class GraphedEncoder:
+    """
+    Replays a CUDA graph in place of a text encoder's forward (fixed 77-token input).
+
+    The text encoders are small but launch-bound (hundreds of tiny kernels per call), so a
+    graph turns tens of milliseconds into a few. Only calls with one CUDA `input_ids` tensor
+    and plain keyword flags are graphed; anything else, or a capture that fails (a host sync
+    inside the model), runs the module's own forward from then on.
+    """
+
+    def __init__(self, module, pool=None, max_graphs=4):
+        """Wrap `module` (installed with `install`)."""
+        self.module = module
+        self.pool = pool
+        self.max_graphs = max_graphs
+        self.graphs = {}
+        self.failed = set()
+        self.replays = 0
+
+    def install(self):
+        """Route `module(...)` calls through this wrapper."""
+        self.module.forward = self.forward
+
+    def uninstall(self):
+        """Restore the module's own forward and free the graphs."""
+        if self.module.__dict__.get('forward') is not None:
+            del self.module.forward
+        self.graphs.clear()
+
+    def _plain(self, *args, **kwargs):
+        """Call the module's own forward (bypassing the instance attribute)."""
+        return type(self.module).forward(self.module, *args, **kwargs)
+
+    def forward(self, input_ids=None, *args, **kwargs):
+        """Run the encoder's forward, from a CUDA graph when possible."""
+        import torch
+        simple = all(v is None or isinstance(v, (bool, int, str)) for v in kwargs.values())
+        if (args or not simple or not torch.is_tensor(input_ids) or not input_ids.is_cuda
+                or torch.is_grad_enabled()):
+            return self._plain(input_ids, *args, **kwargs)
+        key = (tuple(input_ids.shape), input_ids.dtype, tuple(sorted(kwargs.items())))
+        entry = self.graphs.get(key)
+        if entry is None:
+            if key in self.failed or len(self.graphs) >= self.max_graphs:
+                return self._plain(input_ids, **kwargs)
+            static_ids = input_ids.clone()
+            try:
+                graph, out = capture_graph(lambda: self._plain(static_ids, **kwargs),
+                                           self.pool)
+            except RuntimeError as error:
+                LOG.warning('text encoder cannot be graphed (%s); running it eagerly',
+                            str(error).splitlines()[0])
+                self.failed.add(key)
+                torch.cuda.synchronize()
+                return self._plain(input_ids, **kwargs)
+            entry = self.graphs[key] = (graph, static_ids, out)
+        graph, static_ids, out = entry
+        static_ids.copy_(input_ids, non_blocking=True)
+        graph.replay()
+        self.replays += 1
+        return _clone_output(out)
 
 
 class Accelerator:
@@ -275,14 +384,40 @@ class Accelerator:
         start = time.monotonic()
         request = GenerationRequest(prompt='warm-up', width=width, height=height, steps=5,
                                     seed=0, scheduler='Euler', refiner_switch=0.8)
+        marker = self._warm_marker(engine, width, height)
+        self.timings['cache_was_warm'] = os.path.exists(marker)
         try:
-            engine.generate(request)
+            with _serial_compile(self.timings['cache_was_warm']):
+                engine.generate(request)
         except Exception as error:  # noqa: BLE001 - a fast path that fails is switched off
             LOG.warning('fast path warm-up failed (%s); continuing without it', error)
             self.disable(f'warm-up failed: {error}')
             return 0.0
         self.timings['warm_up_sec'] = time.monotonic() - start
+        with open(marker, 'w') as stream:
+            stream.write(f'{self.timings["warm_up_sec"]:.1f} s\n')
         return self.timings['warm_up_sec']
+
+    def _warm_marker(self, engine, width, height):
+        """Return the file that says this exact warm-up has filled the compile caches before."""
+        import hashlib
+        import json
+        import torch
+        pipes = [p for p in (self.base, self.refiner) if p is not None]
+        # Private config entries ('_use_default_values') come from sets: not a stable order.
+        configs = [{k: v for k, v in dict(m.config).items() if not k.startswith('_')}
+                   for m in [p.unet for p in pipes] + [self.base.vae]]
+        gpu = (torch.cuda.get_device_name(engine.device) if engine.device.type == 'cuda'
+               else engine.device.type)
+        key = json.dumps({
+            'torch': torch.__version__, 'gpu': gpu, 'size': [width, height],
+            'dtype': str(engine.dtype), 'models': configs,
+            'applied': self.applied,
+            'knobs': {k: v for k, v in os.environ.items() if k.startswith('SDXL_ROS_')}},
+            sort_keys=True, default=str)
+        folder = os.path.join(self.cache_dir or configure_compile_cache(), 'sdxl_ros_warm')
+        os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, hashlib.sha256(key.encode()).hexdigest()[:24])
 
     def disable(self, reason):
         """Undo graphs and compilation; keep the (harmless) layout and fusion changes."""
@@ -313,9 +448,10 @@ def accelerate_pipelines(base, refiner, config, device):
     start = time.monotonic()
     accel = Accelerator(base, refiner, enabled=True)
     accel.cache_dir = configure_compile_cache()
-    torch.backends.cudnn.benchmark = True
-    accel.applied.append('cudnn.benchmark')
-    sdpa = _env('SDXL_ROS_SDPA', 'default')
+    if _env('SDXL_ROS_CUDNN_BENCHMARK', '0') in ('1', 'true', 'yes'):
+        torch.backends.cudnn.benchmark = True
+        accel.applied.append('cudnn.benchmark')
+    sdpa = _env('SDXL_ROS_SDPA', 'cudnn')
     try:
         if _prefer_sdpa_backend(sdpa):
             accel.applied.append('sdpa:' + sdpa)
@@ -362,6 +498,15 @@ def accelerate_pipelines(base, refiner, config, device):
             graphed.install()
             accel.graphed.append(graphed)
         accel.applied.append('cuda_graphs')
+        if _env('SDXL_ROS_GRAPH_TEXT', '1') in ('1', 'true', 'yes'):
+            encoders = {id(e): e for p in (base, refiner) if p is not None
+                        for e in (p.text_encoder, p.text_encoder_2) if e is not None}
+            text_pool = torch.cuda.graph_pool_handle()  # kept apart from the UNets' pool
+            for encoder in encoders.values():
+                graphed = GraphedEncoder(encoder, pool=text_pool)
+                graphed.install()
+                accel.graphed.append(graphed)
+            accel.applied.append('cuda_graphs_text')
     accel.timings['apply_sec'] = time.monotonic() - start
     LOG.info('fast path: %s', ', '.join(accel.applied))
     return accel
