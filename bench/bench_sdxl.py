@@ -30,8 +30,8 @@ if ROOT not in sys.path:
 
 PROMPT = 'a photo of an astronaut riding a horse on the moon, highly detailed'
 SEED = 1234
-ALL_PHASES = ('env', 'attention', 'stock_eager', 'ours', 'restart', 'stock_best', 'memory',
-              'checkpoint')
+ALL_PHASES = ('env', 'attention', 'stock_eager', 'stock_best', 'ours', 'kernels', 'restart',
+              'memory', 'checkpoint')
 # SDXL's attention shapes at 1024x1024 with CFG (batch, heads, queries, keys, head dim).
 ATTENTION_SHAPES = {'base_64x64_self': (2, 10, 4096, 4096, 64),
                     'base_32x32_self': (2, 20, 1024, 1024, 64),
@@ -62,7 +62,15 @@ def parse_args(argv=None):
     parser.add_argument('--images-dir', default='',
                         help='keep the images of each path here (.npy) so that runs split '
                         'over several invocations still compare pictures')
+    parser.add_argument('--keep-caches', action='store_true',
+                        help='keep the compile caches of an earlier run (default: start cold)')
+    parser.add_argument('--restart-variants', default='default',
+                        help='semicolon-separated restarts to time, each "default" or '
+                        'space-separated NAME=VALUE environment settings (fast path knobs)')
+    parser.add_argument('--profile-restart', action='store_true',
+                        help='also profile one restart (cProfile; slower, not timed)')
     parser.add_argument('--child-restart', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--child-profile', action='store_true', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -209,17 +217,28 @@ def unet_inputs(pipe, args):
     return sample, t, hidden, cond
 
 
-def components(args, base, refiner, vae_decode):
+def components(args, base, refiner, vae_decode, encode=None):
     """Per-component times (ms): text encoders, one base / refiner CFG step, VAE decode."""
     import torch
     device = torch.device(args.device)
     out = {}
 
-    def encode():
+    def stock_encode():
         base.encode_prompt(prompt=PROMPT, device=device, num_images_per_prompt=1,
                            do_classifier_free_guidance=True)
         refiner.encode_prompt(prompt=PROMPT, device=device, num_images_per_prompt=1,
                               do_classifier_free_guidance=True)
+    encode = encode or stock_encode
+    try:
+        _time_components(args, base, refiner, vae_decode, encode, device, out)
+    except Exception as error:  # noqa: BLE001 - keep the per-image figures of the phase
+        out['error'] = repr(error)[:1500]
+    return out
+
+
+def _time_components(args, base, refiner, vae_decode, encode, device, out):
+    """Fill `out` with the component times (see `components`)."""
+    import torch
     with torch.no_grad():
         out['text_encoders_ms'] = median_ms(encode, args.component_iters)
         for name, pipe in (('base_step_ms', base), ('refiner_step_ms', refiner)):
@@ -278,7 +297,8 @@ def phase_stock_best(args, state):
     figures['compile_and_first_image_sec'] = figures['first_image_sec']
 
     def vae_decode(latents):
-        base.vae.decode(latents / base.vae.config.scaling_factor, return_dict=False)
+        base.vae.decode(latents.to(base.vae.dtype) / base.vae.config.scaling_factor,
+                        return_dict=False)
     figures['components'] = components(args, base, refiner, vae_decode)
     figures['memory'] = gpu_memory()
     return figures
@@ -288,6 +308,10 @@ def phase_stock_best(args, state):
 def phase_ours(args, state):
     """Measure the sdxl_ros engine with its fast path, from cold compile caches."""
     from sdxl_ros.engine import SdxlEngine
+    if state.pop('stock', None) is not None:  # measure ours alone in GPU memory
+        import torch
+        torch._dynamo.reset()
+        free_all()
     os.environ['TORCHINDUCTOR_CACHE_DIR'] = os.path.join(args.work_dir, 'cache_ours')
     start = time.perf_counter()
     engine = SdxlEngine(make_config(args, fast=True))
@@ -309,7 +333,14 @@ def phase_ours(args, state):
         import torch
         with torch.inference_mode():
             vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)
-    figures['components'] = components(args, base, refiner, vae_decode)
+
+    def encode():
+        import torch
+        from sdxl_ros.engine.prompts import encode_base, encode_refiner
+        device = torch.device(args.device)
+        embeds = encode_base(base, PROMPT, '', args.cfg, device)
+        encode_refiner(base, refiner, embeds, PROMPT, '', args.cfg, device)
+    figures['components'] = components(args, base, refiner, vae_decode, encode)
     figures['memory'] = gpu_memory()
     figures['memory_during_load'] = load_memory
     figures['accelerator_after'] = accel.summary() if accel else None
@@ -322,31 +353,183 @@ def child_restart(args):
     from sdxl_ros.engine import SdxlEngine
     t_import = time.time()
     engine = SdxlEngine(make_config(args, fast=True))
+    profiler = None
+    if args.child_profile:
+        import cProfile
+        profiler = cProfile.Profile()
+        profiler.enable()
     engine.load()
     t_ready = time.time()
+    if profiler is not None:
+        profiler.disable()
     engine.generate(make_request(args))
     t_first = time.time()
-    print(json.dumps({'import_sec': round(t_import - t0, 3),
-                      'load_and_warm_up_sec': round(t_ready - t_import, 3),
-                      'ready_wall': t_ready, 'first_image_wall': t_first,
-                      'first_image_sec': round(t_first - t_ready, 3),
-                      'accelerator': engine.accelerator.summary()}), flush=True)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        engine.generate(make_request(args))
+        times.append(time.perf_counter() - start)
+    accel = engine.accelerator.summary()
+    timings = accel.get('timings', {})
+    load_and_warm = t_ready - t_import
+    out = {'import_sec': round(t_import - t0, 3),
+           'load_and_warm_up_sec': round(load_and_warm, 3),
+           'weights_sec': round(load_and_warm - timings.get('apply_sec', 0)
+                                - timings.get('warm_up_sec', 0), 3),
+           'ready_wall': t_ready, 'first_image_wall': t_first,
+           'first_image_sec': round(t_first - t_ready, 3),
+           'median_image_sec': round(statistics.median(times), 4), 'accelerator': accel}
+    if profiler is not None:
+        out['profile'] = _profile_text(profiler)
+        try:
+            import torch._dynamo.utils as dynamo_utils
+            out['dynamo_compile_times'] = dynamo_utils.compile_times(repr='str',
+                                                                     aggregate=True)
+        except Exception as error:  # noqa: BLE001 - diagnostics only
+            out['dynamo_compile_times'] = repr(error)
+    print(json.dumps(out, default=str), flush=True)
 
 
-def phase_restart(args, state):
-    """Start a second process with the warm compile cache: time from spawn to serving."""
+def _profile_text(profiler, lines=45):
+    """Return the top functions of a cProfile run by cumulative and by own time, as text."""
+    import io
+    import pstats
+    text = {}
+    for key in ('cumulative', 'tottime'):
+        stream = io.StringIO()
+        pstats.Stats(profiler, stream=stream).sort_stats(key).print_stats(lines)
+        text[key] = stream.getvalue()[-12000:]
+    return text
+
+
+def _run_child(args, env_overrides, profile=False, timeout=400):
+    """Spawn a restart child with `env_overrides`; return its figures (or the error)."""
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(args.work_dir, 'cache_ours'))
+    env.update(env_overrides)
     command = [sys.executable, os.path.abspath(__file__), '--child-restart',
                '--preset', args.preset, '--device', args.device, '--size', str(args.size),
-               '--steps', str(args.steps)]
+               '--steps', str(args.steps)] + (['--child-profile'] if profile else [])
     spawn = time.time()
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    try:
+        proc = subprocess.run(command, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {'error': f'timed out after {timeout} s', 'env': env_overrides}
     if proc.returncode != 0:
-        return {'error': proc.stderr[-3000:]}
+        return {'error': proc.stderr[-3000:], 'env': env_overrides}
     child = json.loads(proc.stdout.strip().splitlines()[-1])
+    child['env'] = env_overrides
     child['spawn_to_serving_sec'] = round(child.pop('ready_wall') - spawn, 3)
     child['spawn_to_first_image_sec'] = round(child.pop('first_image_wall') - spawn, 3)
     return child
+
+
+def _parse_variant(text):
+    """Turn 'default' or 'A=1 B=2' into (name, environment overrides)."""
+    text = text.strip()
+    if text in ('', 'default'):
+        return 'default', {}
+    pairs = dict(item.split('=', 1) for item in text.split())
+    return text, pairs
+
+
+def phase_restart(args, state):
+    """
+    Start fresh processes on the warm compile cache: time from spawn to serving.
+
+    The cache is the one the 'ours' phase filled; without it (a run that skipped 'ours')
+    one child fills it first, and that cold start is reported as such. Each variant
+    (--restart-variants) runs in its own child, after which --profile-restart profiles one
+    more default child.
+    """
+    out = {}
+    cache = os.path.join(args.work_dir, 'cache_ours')
+    if not os.path.isdir(cache) or not os.listdir(cache):
+        out['cold_child'] = _run_child(args, {}, timeout=500)
+        write_partial(args, state)
+    for text in args.restart_variants.split(';'):
+        name, env = _parse_variant(text)
+        out[name] = _run_child(args, env)
+        state['results']['restart'] = out
+        write_partial(args, state)
+    if args.profile_restart:
+        out['profiled'] = _run_child(args, {}, profile=True)
+    default = out.get('default', {})
+    for key in ('spawn_to_serving_sec', 'spawn_to_first_image_sec'):
+        if key in default:
+            out[key] = default[key]
+    return out
+
+
+KERNEL_KINDS = (('attention', ('fmha', 'flash', 'attention', 'sdpa', 'attn')),
+                ('conv', ('conv', 'fprop', 'dgrad', 'implicit', 'winograd')),
+                ('gemm', ('gemm', 'nvjet', 'cublas', 'matmul')),
+                ('inductor (norms, pointwise)', ('triton',)))
+
+
+def _kernel_kind(name):
+    """Coarse kind of a CUDA kernel from its name."""
+    low = name.lower()
+    for kind, marks in KERNEL_KINDS:
+        if any(mark in low for mark in marks):
+            return kind
+    return 'other'
+
+
+def _profile_kernels(call):
+    """GPU kernel time of one `call()` (after warm-up): totals by kind and the top kernels."""
+    import torch
+    from torch.profiler import profile, ProfilerActivity
+    with torch.inference_mode():
+        for _ in range(3):
+            call()
+        sync()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            call()
+            sync()
+    by_kind, by_name = {}, {}
+    for event in prof.events():
+        if getattr(event, 'device_type', None) != torch.autograd.DeviceType.CUDA:
+            continue
+        us = event.time_range.elapsed_us()
+        kind = _kernel_kind(event.name)
+        by_kind[kind] = by_kind.get(kind, 0.0) + us
+        count, total = by_name.get(event.name, (0, 0.0))
+        by_name[event.name] = (count + 1, total + us)
+    top = sorted(by_name.items(), key=lambda item: -item[1][1])[:25]
+    return {'total_ms': round(sum(by_kind.values()) / 1000, 3),
+            'by_kind_ms': {k: round(v / 1000, 3) for k, v in sorted(by_kind.items())},
+            'top': [{'name': name[:120], 'calls': c, 'ms': round(t / 1000, 3)}
+                    for name, (c, t) in top]}
+
+
+def phase_kernels(args, state):
+    """Where a CFG step's GPU time goes (ours: compiled blocks, no graph), and SDPA's choice."""
+    import torch
+    engine = state.get('engine')
+    if engine is None:
+        return {'error': 'run the ours phase first'}
+    out = {}
+    for name, pipe in (('base', engine.base_pipeline), ('refiner', engine.refiner_pipeline)):
+        sample, t, hidden, cond = unet_inputs(pipe, args)
+        graphed = next((g for g in engine.accelerator.graphed
+                        if getattr(g, 'unet', None) is pipe.unet), None)
+        forward = graphed._plain if graphed is not None else pipe.unet
+        out[name] = _profile_kernels(lambda f=forward, s=sample, tt=t, h=hidden, c=cond: f(
+            s, tt, h, added_cond_kwargs=c, return_dict=False))
+    choice = {}
+    for shape_name, (batch, heads, queries, keys, dim) in ATTENTION_SHAPES.items():
+        q, k, v = (torch.zeros(batch, heads, n, dim, device=args.device, dtype=torch.float16)
+                   for n in (queries, keys, keys))
+        try:
+            choice[shape_name] = int(torch._fused_sdp_choice(q, k, v))
+        except Exception as error:  # noqa: BLE001 - private API, diagnostics only
+            choice[shape_name] = repr(error)[:200]
+    from torch.nn.attention import SDPBackend
+    out['sdpa_choice'] = {k: (SDPBackend(v).name if isinstance(v, int) else v)
+                          for k, v in choice.items()}
+    out['sdpa_priority'] = [SDPBackend(int(b)).name for b in torch._C._get_sdp_priority_order()]
+    return out
 
 
 # ----------------------------------------------------------------- checkpoint, memory
@@ -561,6 +744,8 @@ def write_partial(args, state):
         for name in ('ours', 'stock_best'):
             if name in images:
                 agree[f'{name}_vs_stock_eager'] = agreement(images[name], images['stock_eager'])
+    if 'ours' in images and 'stock_best' in images:
+        agree['ours_vs_stock_best'] = agreement(images['ours'], images['stock_best'])
     results['agreement'] = agree
     results['summary'] = summarize(results)
     text = json.dumps(results, indent=1, default=str)
@@ -572,9 +757,9 @@ def write_partial(args, state):
 
 
 PHASES = {'env': phase_env, 'attention': phase_attention, 'stock_eager': phase_stock_eager,
-          'ours': phase_ours,
-          'restart': phase_restart, 'stock_best': phase_stock_best,
-          'checkpoint': phase_checkpoint, 'memory': phase_memory}
+          'stock_best': phase_stock_best, 'ours': phase_ours, 'kernels': phase_kernels,
+          'restart': phase_restart,
+          'memory': phase_memory, 'checkpoint': phase_checkpoint}
 
 
 def main(argv=None):
@@ -585,9 +770,9 @@ def main(argv=None):
         child_restart(args)
         return 0
     os.makedirs(args.work_dir, exist_ok=True)
-    # Cold caches: this run's compile caches start empty.
-    subprocess.run(['rm', '-rf', os.path.join(args.work_dir, 'cache_stock'),
-                    os.path.join(args.work_dir, 'cache_ours')], check=False)
+    if not args.keep_caches:  # cold caches: this run's compile caches start empty
+        subprocess.run(['rm', '-rf', os.path.join(args.work_dir, 'cache_stock'),
+                        os.path.join(args.work_dir, 'cache_ours')], check=False)
     state = {'results': {'phases_run': []}, 'images': load_images(args)}
     phases = [p.strip() for p in args.phases.split(',') if p.strip()]
     for name in phases:
