@@ -12,7 +12,7 @@ import torch
 
 @pytest.fixture(scope='module')
 def engine():
-    """One loaded tiny engine (CPU) for this module."""
+    """Load one tiny CPU engine shared by this module."""
     return tiny_engine()
 
 

@@ -152,7 +152,37 @@ def uncompile_regions(module):
             sub._compiled_call_impl = None
 
 
-class GraphedUNet:
+class _GraphedModule:
+    """What both graph wrappers share: the module, its graphs, and (un)installing them."""
+
+    def __init__(self, module, pool=None, max_graphs=4):
+        """Wrap `module` (installed with `install`); graphs share memory `pool` if given."""
+        self.module = module
+        self.pool = pool
+        self.max_graphs = max_graphs
+        self.graphs = {}
+        self.replays = 0
+
+    def install(self):
+        """Route `module(...)` calls through this wrapper's `forward`."""
+        self.module.forward = self.forward
+
+    def uninstall(self):
+        """Restore the module's own forward and free the graphs."""
+        if self.module.__dict__.get('forward') is not None:
+            del self.module.forward
+        self.graphs.clear()
+
+    def _plain(self, *args, **kwargs):
+        """Call the module's own forward (bypassing the instance attribute)."""
+        return type(self.module).forward(self.module, *args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        """Serve one call (subclasses)."""
+        raise NotImplementedError
+
+
+class GraphedUNet(_GraphedModule):
     """
     Replays one CUDA graph per input signature in place of `unet.forward`.
 
@@ -164,26 +194,13 @@ class GraphedUNet:
 
     def __init__(self, unet, pool=None, max_graphs=4):
         """Wrap `unet` (installed with `install`); graphs share memory `pool` if given."""
-        self.unet = unet
-        self.pool = pool
-        self.max_graphs = max_graphs
-        self.graphs = {}
-        self.replays = 0
+        super().__init__(unet, pool, max_graphs)
         self.fallbacks = 0
 
-    def install(self):
-        """Route `unet(...)` calls through this wrapper."""
-        self.unet.forward = self.forward
-
-    def uninstall(self):
-        """Restore the module's own forward and free the graphs."""
-        if self.unet.__dict__.get('forward') is not None:
-            del self.unet.forward
-        self.graphs.clear()
-
-    def _plain(self, *args, **kwargs):
-        """Call the module's own forward (bypassing the instance attribute)."""
-        return type(self.unet).forward(self.unet, *args, **kwargs)
+    @property
+    def unet(self):
+        """Return the wrapped UNet."""
+        return self.module
 
     @staticmethod
     def _signature(sample, timestep, encoder_hidden_states, added_cond_kwargs, return_dict):
@@ -268,7 +285,7 @@ def _clone_output(value):
     return value
 
 
-class GraphedEncoder:
+class GraphedEncoder(_GraphedModule):
     """
     Replays a CUDA graph in place of a text encoder's forward (fixed 77-token input).
 
@@ -280,26 +297,8 @@ class GraphedEncoder:
 
     def __init__(self, module, pool=None, max_graphs=4):
         """Wrap `module` (installed with `install`)."""
-        self.module = module
-        self.pool = pool
-        self.max_graphs = max_graphs
-        self.graphs = {}
+        super().__init__(module, pool, max_graphs)
         self.failed = set()
-        self.replays = 0
-
-    def install(self):
-        """Route `module(...)` calls through this wrapper."""
-        self.module.forward = self.forward
-
-    def uninstall(self):
-        """Restore the module's own forward and free the graphs."""
-        if self.module.__dict__.get('forward') is not None:
-            del self.module.forward
-        self.graphs.clear()
-
-    def _plain(self, *args, **kwargs):
-        """Call the module's own forward (bypassing the instance attribute)."""
-        return type(self.module).forward(self.module, *args, **kwargs)
 
     def forward(self, input_ids=None, *args, **kwargs):
         """Run the encoder's forward, from a CUDA graph when possible."""
