@@ -58,7 +58,7 @@ PARAMETERS = (
     ParameterSpec('vae_tiling', False, 'Decode the image in tiles to save memory at large sizes.'),
     ParameterSpec('fast_path', True,
                   'On CUDA, compile the models and capture CUDA graphs at load (minutes the '
-                  'first time, cached across restarts) for ~2.5x faster images with the same '
+                  'first time, cached across restarts) for ~2x faster images with the same '
                   'pictures; false = plain diffusers. No effect on CPU or with offloading.'),
     ParameterSpec('default_width', 1024, 'Image width for goals with width 0 (multiple of 8).',
                   minimum=8, maximum=8192, step=8),
