@@ -449,6 +449,8 @@ def phase_restart(args, state):
         write_partial(args, state)
     for text in args.restart_variants.split(';'):
         name, env = _parse_variant(text)
+        if name in out:  # a repeated variant (e.g. the second start of a new setting)
+            name = f'{name} #{sum(1 for key in out if key.startswith(name)) + 1}'
         out[name] = _run_child(args, env)
         state['results']['restart'] = out
         write_partial(args, state)
