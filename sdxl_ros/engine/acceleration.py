@@ -13,8 +13,9 @@ resident (elsewhere it changes nothing and `decode` is the plain engine decode):
   compile and a restart with warm caches only re-traces small blocks;
 - each UNet call (one CFG step) captured once per input shape as a CUDA graph and replayed:
   no Python, no guard checks and no launch gaps inside a step; the text encoders likewise;
-- cuDNN's fused attention preferred over flash attention (faster on Hopper for SDXL's
-  4096-token self-attention, same error against fp32: bench/README.md);
+- cuDNN's fused attention preferred over flash attention (faster alone on Hopper for SDXL's
+  4096-token self-attention with the same error against fp32; end to end within the
+  machine-to-machine spread: bench/NOTES.md);
 - VAE decode in fp16 (an fp16 copy of the VAE) instead of the fp32 upcast; the NaN/inf check
   stays, and an overflowing decode is redone on the fp32 VAE (and that VAE is then used
   directly from then on), so an image is never black or NaN;
@@ -187,7 +188,7 @@ class GraphedUNet(_GraphedModule):
     Replays one CUDA graph per input signature in place of `unet.forward`.
 
     The first call with a new signature (shapes, dtypes, return_dict) runs the module twice
-    on a side stream (compiling the regions, tuning cuDNN), captures one call into a graph and
+    on a side stream (compiling the regions), captures one call into a graph and
     replays it. Later calls copy the inputs into the graph's static buffers and replay. Calls
     the graph cannot serve (extra conditioning, gradients, CPU tensors) run the plain forward.
     """
