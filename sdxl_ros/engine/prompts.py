@@ -11,6 +11,7 @@ not zero it. Same tensors bit for bit, one encoder pass fewer.
 """
 
 from dataclasses import dataclass
+import functools
 from typing import Optional
 
 
@@ -22,6 +23,11 @@ class PromptEmbeddings:
     pooled_prompt_embeds: object
     negative_prompt_embeds: Optional[object] = None
     negative_pooled_prompt_embeds: Optional[object] = None
+
+    @classmethod
+    def from_encode_prompt(cls, embeds):
+        """Wrap the 4-tuple diffusers' `encode_prompt` returns (positive, negative, pooled...)."""
+        return cls(embeds[0], embeds[2], embeds[1], embeds[3])
 
     def as_kwargs(self):
         """Return the keyword arguments for `StableDiffusionXL*Pipeline.__call__`."""
@@ -43,22 +49,26 @@ def shares_text_encoder(base, refiner):
             and refiner.tokenizer_2 is base.tokenizer_2)
 
 
+def _without_gradients(function):
+    """Run `function` under torch.no_grad(), as the pipelines' own `__call__` does."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        import torch
+        with torch.no_grad():
+            return function(*args, **kwargs)
+    return wrapper
+
+
+@_without_gradients
 def encode_base(base, prompt, negative_prompt, guidance_scale, device):
     """Encode for the base pipeline exactly as its `__call__` would."""
-    import torch
-    with torch.no_grad():  # as inside the pipelines' __call__
-        return _encode_base(base, prompt, negative_prompt, guidance_scale, device)
-
-
-def _encode_base(base, prompt, negative_prompt, guidance_scale, device):
-    """Encode for the base pipeline (gradients off)."""
-    embeds = base.encode_prompt(
+    return PromptEmbeddings.from_encode_prompt(base.encode_prompt(
         prompt=prompt, device=device, num_images_per_prompt=1,
         do_classifier_free_guidance=uses_guidance(base, guidance_scale),
-        negative_prompt=negative_prompt or None)
-    return PromptEmbeddings(embeds[0], embeds[2], embeds[1], embeds[3])
+        negative_prompt=negative_prompt or None))
 
 
+@_without_gradients
 def encode_refiner(base, refiner, base_embeds, prompt, negative_prompt, guidance_scale,
                    device):
     """
@@ -66,21 +76,11 @@ def encode_refiner(base, refiner, base_embeds, prompt, negative_prompt, guidance
 
     Falls back to the refiner's own `encode_prompt` when it has an encoder of its own.
     """
-    import torch
-    with torch.no_grad():  # as inside the pipelines' __call__
-        return _encode_refiner(base, refiner, base_embeds, prompt, negative_prompt,
-                               guidance_scale, device)
-
-
-def _encode_refiner(base, refiner, base_embeds, prompt, negative_prompt, guidance_scale,
-                    device):
-    """Encode for the refiner (gradients off)."""
     guided = uses_guidance(refiner, guidance_scale)
     if not shares_text_encoder(base, refiner):
-        embeds = refiner.encode_prompt(
+        return PromptEmbeddings.from_encode_prompt(refiner.encode_prompt(
             prompt=prompt, device=device, num_images_per_prompt=1,
-            do_classifier_free_guidance=guided, negative_prompt=negative_prompt or None)
-        return PromptEmbeddings(embeds[0], embeds[2], embeds[1], embeds[3])
+            do_classifier_free_guidance=guided, negative_prompt=negative_prompt or None))
     width = refiner.text_encoder_2.config.hidden_size
     embeds = PromptEmbeddings(base_embeds.prompt_embeds[..., -width:],
                               base_embeds.pooled_prompt_embeds)
