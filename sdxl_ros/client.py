@@ -253,6 +253,10 @@ def generate(args, goal):
                 response = runner.cancel()
             except ServerGone:
                 response = None
+            if response is not None and response.status == GoalStatus.STATUS_SUCCEEDED:
+                # The goal ended before the cancel reached the server: say so, not 'cancelled'.
+                return fail('interrupted after the goal had already succeeded; its images were '
+                            'not saved here', EXIT_INTERRUPTED)
             return fail('cancelled' + (f': {response.result.message}' if response else ''),
                         EXIT_INTERRUPTED)
         progress.finish()

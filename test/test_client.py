@@ -137,8 +137,9 @@ def test_cli_without_server_says_so(ros_confined, tmp_path):
 
 @pytest.mark.ros
 def test_cli_ctrl_c_cancels_the_goal(shared_node, tmp_path):
+    # 8 images of 150 steps: far longer than a cancel takes to arrive, even on a busy machine.
     command = [sys.executable, str(client_executable()), 'slow', '--steps', '150',
-               '--action', shared_node.name_of('generate'), '--output',
+               '--num-images', '8', '--action', shared_node.name_of('generate'), '--output',
                str(tmp_path / 'never.png')]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
