@@ -25,8 +25,10 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# The repository (for sdxl_ros) and the test tooling (single_file_export) on the path.
+for _path in (ROOT, os.path.join(ROOT, 'test')):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 PROMPT = 'a photo of an astronaut riding a horse on the moon, highly detailed'
 SEED = 1234
@@ -135,7 +137,7 @@ def agreement(a, b):
 def make_config(args, **fields):
     """Build the EngineConfig for the benchmark preset."""
     from sdxl_ros.engine import EngineConfig
-    from sdxl_ros.request import Limits
+    from sdxl_ros.engine.request import Limits
     values = {'base_model': args.preset, 'refiner_model': args.preset, 'device': args.device,
               'dtype': 'float16' if args.device == 'cuda' else 'float32',
               'limits': Limits(min_side=64)}
@@ -145,7 +147,7 @@ def make_config(args, **fields):
 
 def make_request(args, steps=None):
     """Build the benchmark request (Euler = the pipelines' default scheduler)."""
-    from sdxl_ros.request import GenerationRequest
+    from sdxl_ros.engine.request import GenerationRequest
     return GenerationRequest(prompt=PROMPT, width=args.size, height=args.size,
                              steps=steps or args.steps, guidance_scale=args.cfg,
                              refiner_switch=args.switch, seed=SEED, scheduler='Euler')
@@ -550,7 +552,7 @@ def phase_checkpoint(args, state):
     """Write sdxl-random as single files, then: raw read of the bytes vs engine load."""
     from sdxl_ros.engine import SdxlEngine
     from sdxl_ros.engine import tokenizers as toks
-    from sdxl_ros.engine.single_file_export import save_single_file
+    from single_file_export import save_single_file
     folder = os.path.join(args.work_dir, 'checkpoints')
     os.makedirs(folder, exist_ok=True)
     paths = {role: os.path.join(folder, f'sdxl_random_{role}.safetensors')

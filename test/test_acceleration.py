@@ -47,7 +47,7 @@ def test_accelerate_pipelines_is_a_noop_when_fast_is_off():
     assert not accel.enabled and accel.reason == 'fast off'
     assert accel.warm_up(engine) == 0.0
     latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    from sdxl_ros.engine.generation import decode_latents
+    from sdxl_ros.engine.decoding import decode_latents
     expected = decode_latents(engine.base_pipeline.vae, latents)[0]
     assert np.array_equal(accel.decode(latents)[0], expected)
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from ros_harness import client_executable, wait_for
-from sdxl_ros.client import (action_name, build_goal, build_parser, format_progress,
-                             infotext_for_seed)
-from sdxl_ros.png_io import output_paths, read_png_parameters, save_png
-from sdxl_ros.request import RequestError
+from sdxl_ros.client.sdxl_generate import (action_name, build_goal, build_parser, format_progress,
+                                           infotext_for_seed)
+from sdxl_ros.engine.png_io import output_paths, read_png_parameters, save_png
+from sdxl_ros.engine.request import RequestError
 
 INFOTEXT = ('a robot\nNegative prompt: blurry\nSteps: 6, Sampler: Euler, CFG scale: 5, '
             'Seed: 7, Size: 64x72, Model: tiny, Refiner: tiny, Refiner switch at: 0.75')

@@ -12,8 +12,8 @@ import pytest
 
 from sdxl_ros.engine import (EngineError, GenerationCancelled, OutOfMemory, Progress,
                              SdxlEngine)
-from sdxl_ros.request import Limits, RequestError
-from sdxl_ros.schedulers import SCHEDULER_NAMES
+from sdxl_ros.engine.request import Limits, RequestError
+from sdxl_ros.engine.schedulers import SCHEDULER_NAMES
 
 
 @pytest.fixture(scope='module')
@@ -246,7 +246,7 @@ def test_memory_estimate_and_free_memory(engine):
 
 
 def test_cli_writes_png_with_infotext(tmp_path):
-    from sdxl_ros.png_io import read_png_parameters
+    from sdxl_ros.engine.png_io import read_png_parameters
     out = tmp_path / 'a.png'
     run = subprocess.run(
         [sys.executable, '-m', 'sdxl_ros.engine', '--preset', 'tiny', '--prompt', 'a robot',
@@ -271,7 +271,7 @@ def test_cli_reports_errors(tmp_path):
 
 def test_nan_decode_is_refused_not_published(engine):
     import torch
-    from sdxl_ros.engine.generation import decode_latents
+    from sdxl_ros.engine.decoding import decode_latents
     latents = torch.full((1, 4, 8, 8), float('nan'))
     with pytest.raises(EngineError, match='NaN'):
         decode_latents(engine.base_pipeline.vae, latents)

@@ -2,14 +2,13 @@
 # Licensed under the Apache License, Version 2.0
 """Offline model loading: single-file checkpoints, diffusers folders, tokenizers, errors."""
 
-from engine_fixtures import tiny_engine, tiny_request
-import numpy as np
+from engine_fixtures import assert_images_close, tiny_engine, tiny_request
 import pytest
 
 from sdxl_ros.engine import EngineConfig, ModelLoadError, SdxlEngine
 from sdxl_ros.engine import tokenizers as toks
 from sdxl_ros.engine.resources import model_config_dir, resource_dir
-from sdxl_ros.engine.single_file_export import save_single_file, single_file_state_dict
+from single_file_export import save_single_file, single_file_state_dict
 import torch
 
 COMPONENTS = ('unet', 'vae', 'text_encoder', 'text_encoder_2')
@@ -71,8 +70,7 @@ def test_single_file_loads_offline_with_equal_weights(preset, checkpoints):
     assert engine.refiner_pipeline.vae is engine.base_pipeline.vae
     assert engine.refiner_pipeline.text_encoder_2 is engine.base_pipeline.text_encoder_2
     request = tiny_request(steps=5)
-    assert np.array_equal(preset.generate(request).images[0],
-                          engine.generate(request).images[0])
+    assert_images_close(preset.generate(request).images[0], engine.generate(request).images[0])
     assert 'Model: tiny_base, Refiner: tiny_refiner' in engine.generate(request).infotexts[0]
 
 
@@ -84,8 +82,7 @@ def test_diffusers_folder_loads(preset, tmp_path):
     assert engine.model_names == ('base', 'refiner')
     assert engine.refiner_pipeline.vae is engine.base_pipeline.vae
     request = tiny_request(steps=4, scheduler='Euler a')
-    assert np.array_equal(preset.generate(request).images[0],
-                          engine.generate(request).images[0])
+    assert_images_close(preset.generate(request).images[0], engine.generate(request).images[0])
 
 
 def test_missing_file_says_where_it_looked(tmp_path):

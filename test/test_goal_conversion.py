@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 
 from sdxl_ros.engine.progress import Progress
-from sdxl_ros.goal_conversion import (goal_to_request, progress_to_feedback, queued_feedback,
-                                      request_to_goal)
-from sdxl_ros.node_parameters import NodeParameters
-from sdxl_ros.request import GenerationRequest, RequestError, validate_request
+from sdxl_ros.engine.request import GenerationRequest, RequestError, validate_request
+from sdxl_ros.ros.goal_conversion import (goal_to_request, progress_to_feedback, queued_feedback,
+                                          request_to_goal)
+from sdxl_ros.ros.node_parameters import NodeParameters
 
 
 def _goal(**fields):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sdxl_ros.goal_queue import GoalQueue, QueueFull
+from sdxl_ros.ros.goal_queue import GoalQueue, QueueFull
 
 
 def test_positions_are_fifo():

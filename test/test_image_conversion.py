@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip('sensor_msgs.msg', reason='sensor_msgs is not importable: '
                     'source scripts/env.sh')
 
-from sdxl_ros.image_conversion import image_msg_to_numpy, numpy_to_image_msg  # noqa: E402
+from sdxl_ros.ros.image_conversion import image_msg_to_numpy, numpy_to_image_msg  # noqa: E402
 
 
 def _image(height=6, width=5):

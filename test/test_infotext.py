@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from sdxl_ros.infotext import format_infotext, parse_infotext, parse_infotext_fields
-from sdxl_ros.request import GenerationRequest, RequestError, validate_request
+from sdxl_ros.engine.infotext import format_infotext, parse_infotext, parse_infotext_fields
+from sdxl_ros.engine.request import GenerationRequest, RequestError, validate_request
 
 BASE = GenerationRequest(prompt='a robot', negative_prompt='blurry', width=1024, height=768,
                          steps=30, guidance_scale=7.0, refiner_switch=0.8, seed=123,
@@ -83,6 +83,6 @@ def test_parse_bad_values():
 def test_infotext_does_not_import_torch():
     import subprocess
     import sys
-    code = ('import sys, sdxl_ros.infotext, sdxl_ros.request, sdxl_ros.png_io; '
-            'sys.exit(1 if "torch" in sys.modules else 0)')
+    code = ('import sys, sdxl_ros.engine.infotext, sdxl_ros.engine.request, '
+            'sdxl_ros.engine.png_io; sys.exit(1 if "torch" in sys.modules else 0)')
     assert subprocess.run([sys.executable, '-c', code]).returncode == 0

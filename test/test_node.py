@@ -38,7 +38,7 @@ def _image_qos(reliable=True):
 
 
 def _pixels(msg):
-    from sdxl_ros.image_conversion import image_msg_to_numpy
+    from sdxl_ros.ros.image_conversion import image_msg_to_numpy
     return image_msg_to_numpy(msg)
 
 
@@ -104,7 +104,7 @@ def test_previews_arrive(ros_client, shared_node):
 
 def test_output_dir_gets_png_with_infotext(ros_client, shared_node):
     """output_dir: the node saves a PNG with the infotext; the name is the node's choice."""
-    from sdxl_ros.png_io import read_png_parameters
+    from sdxl_ros.engine.png_io import read_png_parameters
     out = Path(shared_node.parameters['output_dir'])
     before = set(out.glob('*.png'))
     _, response = ros_client.generate(shared_node.name_of('generate'), prompt='a tree',

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from sdxl_ros.node_parameters import (check_parameters, needs_reload, NodeParameters,
-                                      PARAMETERS)
+from sdxl_ros.ros.node_parameters import (check_parameters, needs_reload, NodeParameters,
+                                          PARAMETERS)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -90,5 +90,5 @@ def test_engine_image_equals_stock_pipelines_given_strings(engine):
     refiner.scheduler = EulerDiscreteScheduler.from_config(refiner.scheduler.config)
     latents = base(width=64, height=64, denoising_end=0.8, **common).images
     latents = refiner(image=latents, denoising_start=0.8, **common).images
-    from sdxl_ros.engine.generation import decode_latents
+    from sdxl_ros.engine.decoding import decode_latents
     assert np.array_equal(ours, decode_latents(base.vae, latents)[0])

@@ -32,7 +32,7 @@ SHUTDOWN_LIMIT_SEC = 2.0
 def models(tmp_path_factory):
     """Write a model_dir with the tiny preset written as real single-file checkpoints."""
     from engine_fixtures import tiny_engine
-    from sdxl_ros.engine.single_file_export import save_single_file
+    from single_file_export import save_single_file
     folder = tmp_path_factory.mktemp('models')
     preset = tiny_engine()
     save_single_file(preset.base_pipeline, folder / 'tiny_base.safetensors', 'base')

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from sdxl_ros.request import GenerationRequest, Limits, RequestError, validate_request
+from sdxl_ros.engine.request import GenerationRequest, Limits, RequestError, validate_request
 
 OK = GenerationRequest(prompt='a robot')
 

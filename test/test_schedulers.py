@@ -4,7 +4,7 @@
 
 import pytest
 
-from sdxl_ros.schedulers import canonical_scheduler_name, make_scheduler, SCHEDULER_NAMES
+from sdxl_ros.engine.schedulers import canonical_scheduler_name, make_scheduler, SCHEDULER_NAMES
 
 SDXL_SCHEDULER_CONFIG = {
     '_class_name': 'EulerDiscreteScheduler', 'beta_start': 0.00085, 'beta_end': 0.012,

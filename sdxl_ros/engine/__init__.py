@@ -19,9 +19,9 @@ only when models are loaded.
 from sdxl_ros.engine.config import EngineConfig
 from sdxl_ros.engine.errors import (EngineError, GenerationCancelled, ModelLoadError,
                                     OutOfMemory)
-from sdxl_ros.engine.generation import GenerationResult
 from sdxl_ros.engine.presets import PRESETS
 from sdxl_ros.engine.progress import Progress
+from sdxl_ros.engine.result import GenerationResult
 from sdxl_ros.engine.sdxl_engine import SdxlEngine
 
 __all__ = [

@@ -12,9 +12,9 @@ from dataclasses import replace
 import sys
 
 from sdxl_ros.engine import EngineConfig, EngineError, PRESETS, SdxlEngine
-from sdxl_ros.png_io import output_paths, save_png
-from sdxl_ros.request import GenerationRequest, Limits, RequestError
-from sdxl_ros.schedulers import SCHEDULER_NAMES
+from sdxl_ros.engine.png_io import output_paths, save_png
+from sdxl_ros.engine.request import GenerationRequest, Limits, RequestError
+from sdxl_ros.engine.schedulers import SCHEDULER_NAMES
 
 _DEFAULTS = GenerationRequest(prompt='')
 

@@ -42,7 +42,7 @@ import logging
 import os
 import time
 
-from sdxl_ros.engine.generation import decode_latents
+from sdxl_ros.engine.decoding import decode_latents
 
 LOG = logging.getLogger(__name__)
 
@@ -377,7 +377,7 @@ class Accelerator:
         """Run one short generation so compile, cuDNN tuning and graph capture happen now."""
         if not self.enabled:
             return 0.0
-        from sdxl_ros.request import GenerationRequest
+        from sdxl_ros.engine.request import GenerationRequest
         limits = engine.config.limits
         width = min(max(width, limits.min_side), limits.max_side)
         height = min(max(height, limits.min_side), limits.max_side)

@@ -4,7 +4,7 @@
 
 from dataclasses import dataclass, field
 
-from sdxl_ros.request import Limits
+from sdxl_ros.engine.request import Limits
 
 DEVICES = ('auto', 'cuda', 'cpu')
 DTYPES = ('auto', 'float16', 'bfloat16', 'float32')

@@ -3,7 +3,7 @@
 """
 SdxlEngine: load SDXL base + refiner once, then generate images for validated requests.
 
-No ROS here (DESIGN.md "Layers"): the node drives this class from its execute callback and
+No ROS here (README "Architecture"): the node drives this class from its execute callback and
 translates progress, cancel and errors into action feedback and results.
 """
 
@@ -12,18 +12,18 @@ import threading
 import time
 
 from sdxl_ros.engine.config import EngineConfig
+from sdxl_ros.engine.decoding import decode_latents, vae_needs_fp32
 from sdxl_ros.engine.errors import (EngineError, GenerationCancelled, ModelLoadError,
                                     OutOfMemory)
-from sdxl_ros.engine.generation import (decode_latents, GenerationResult, plan_steps,
-                                        vae_needs_fp32)
+from sdxl_ros.engine.infotext import format_infotext
 from sdxl_ros.engine.memory import (activation_bytes, module_bytes, release_cached_memory,
                                     usable_device_bytes)
 from sdxl_ros.engine.preview import latents_to_rgb
 from sdxl_ros.engine.progress import Progress, ProgressClock
-from sdxl_ros.infotext import format_infotext
-from sdxl_ros.request import SEED_LIMIT, validate_request
+from sdxl_ros.engine.request import SEED_LIMIT, validate_request
+from sdxl_ros.engine.result import GenerationResult
+from sdxl_ros.engine.step_plan import plan_steps
 
-_DTYPES = {'float16': 'float16', 'bfloat16': 'bfloat16', 'float32': 'float32'}
 # Message fragments by which torch reports running out of memory.
 _OOM_MARKERS = ('out of memory', "can't allocate memory", 'not enough memory')
 
@@ -99,7 +99,7 @@ class SdxlEngine:
         dtype = self.config.dtype
         if dtype == 'auto':
             dtype = 'float16' if device == 'cuda' else 'float32'
-        return torch.device(device), getattr(torch, _DTYPES[dtype])
+        return torch.device(device), getattr(torch, dtype)
 
     def load(self, on_progress=None):
         """Load base (+ refiner) as configured; raises ModelLoadError with what to fix."""
@@ -281,7 +281,7 @@ class SdxlEngine:
     def _denoise(self, request, plan, generator, state):
         """Run base (and refiner) to latents; stops early when cancelled."""
         from sdxl_ros.engine.prompts import encode_base, encode_refiner
-        from sdxl_ros.schedulers import make_scheduler
+        from sdxl_ros.engine.schedulers import make_scheduler
         models = self._models
         common = {'num_inference_steps': request.steps,
                   'guidance_scale': request.guidance_scale, 'generator': generator,

@@ -20,10 +20,10 @@ import signal
 import sys
 import time
 
-from sdxl_ros.goal_conversion import request_to_goal
-from sdxl_ros.infotext import parse_infotext
-from sdxl_ros.png_io import output_paths, read_png_parameters, save_png
-from sdxl_ros.request import RequestError
+from sdxl_ros.engine.infotext import parse_infotext
+from sdxl_ros.engine.png_io import output_paths, read_png_parameters, save_png
+from sdxl_ros.engine.request import RequestError
+from sdxl_ros.ros.goal_conversion import request_to_goal
 
 #: Goal fields settable by flags: (flag, goal field, type, help).
 GOAL_FLAGS = (
@@ -160,7 +160,7 @@ def fail(message, code=EXIT_FAILED):
 
 def save_result(result, output):
     """Write the result images as PNGs; print and return the paths."""
-    from sdxl_ros.image_conversion import image_msg_to_numpy
+    from sdxl_ros.ros.image_conversion import image_msg_to_numpy
     paths = output_paths(output, len(result.images))
     for path, image, seed in zip(paths, result.images, result.seeds):
         directory = os.path.dirname(path)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 from sdxl_ros.engine.config import DEVICES, DTYPES, EngineConfig, MEMORY_MODES
-from sdxl_ros.request import Limits, MAX_GUIDANCE, MIN_GUIDANCE
-from sdxl_ros.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
+from sdxl_ros.engine.request import Limits, MAX_GUIDANCE, MIN_GUIDANCE
+from sdxl_ros.engine.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ random. The message classes are passed in or duck-typed, so these functions are 
 a running node.
 """
 
-from sdxl_ros.request import GenerationRequest
+from sdxl_ros.engine.request import GenerationRequest
 
 
 def goal_to_request(goal, params):

@@ -3,7 +3,7 @@
 """
 Sampler names A1111 users know, mapped onto diffusers schedulers.
 
-The table is plain data so that `sdxl_ros.request` can validate names without importing
+The table is plain data so that `sdxl_ros.engine.request` can validate names without importing
 torch; `make_scheduler` imports diffusers only when a scheduler is actually built.
 
 Equivalences follow the diffusers documentation's A1111 table, with one deliberate change:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import math
 import re
 
-from sdxl_ros.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
+from sdxl_ros.engine.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
 
 #: Largest seed + 1: seeds are unsigned 32-bit as in A1111.
 SEED_LIMIT = 2 ** 32

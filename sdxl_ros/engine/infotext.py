@@ -17,7 +17,7 @@ from dataclasses import replace
 import json
 import re
 
-from sdxl_ros.request import GenerationRequest, RequestError
+from sdxl_ros.engine.request import GenerationRequest, RequestError
 
 _NEGATIVE = 'Negative prompt:'
 # One `key: value` pair of the parameters line; a value is a JSON string or runs to a comma.

@@ -33,14 +33,14 @@ from rclpy.signals import SignalHandlerOptions
 from sdxl_ros.action import GenerateImage
 from sdxl_ros.engine import (EngineError, GenerationCancelled, ModelLoadError, Progress,
                              SdxlEngine)
-from sdxl_ros.goal_conversion import goal_to_request, progress_to_feedback, queued_feedback
-from sdxl_ros.goal_queue import GoalQueue, QueueFull
-from sdxl_ros.image_conversion import numpy_to_image_msg
-from sdxl_ros.model_listing import list_models
-from sdxl_ros.node_parameters import (check_parameters, needs_reload, NodeParameters,
-                                      PARAMETERS, RELOAD_PARAMETERS)
-from sdxl_ros.png_io import save_png
-from sdxl_ros.request import RequestError, validate_request
+from sdxl_ros.engine.png_io import save_png
+from sdxl_ros.engine.request import RequestError, validate_request
+from sdxl_ros.ros.goal_conversion import goal_to_request, progress_to_feedback, queued_feedback
+from sdxl_ros.ros.goal_queue import GoalQueue, QueueFull
+from sdxl_ros.ros.image_conversion import numpy_to_image_msg
+from sdxl_ros.ros.model_listing import list_models
+from sdxl_ros.ros.node_parameters import (check_parameters, needs_reload, NodeParameters,
+                                          PARAMETERS, RELOAD_PARAMETERS)
 from sdxl_ros.srv import ListModels
 from sensor_msgs.msg import Image
 

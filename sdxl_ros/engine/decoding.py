@@ -1,0 +1,40 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""
+Our own VAE decode of the refined latents.
+
+diffusers' `interrupt` skips the remaining steps but would still decode; so both pipelines
+run with `output_type='latent'` and the engine decodes only when the goal was not cancelled.
+"""
+
+from sdxl_ros.engine.errors import EngineError
+
+
+def vae_needs_fp32(vae, dtype):
+    """Tell whether the VAE must decode in fp32: SDXL's overflows in fp16 unless fixed."""
+    import torch
+    return dtype == torch.float16 and bool(getattr(vae.config, 'force_upcast', True))
+
+
+def decode_latents(vae, latents):
+    """Decode SDXL latents (scheduler space) to uint8 RGB images, refusing NaN/inf output."""
+    import torch
+    config = vae.config
+    latents = latents.to(device=vae.device, dtype=vae.dtype)
+    mean = getattr(config, 'latents_mean', None)
+    std = getattr(config, 'latents_std', None)
+    if mean is not None and std is not None:
+        shape = (1, config.latent_channels, 1, 1)
+        mean = torch.tensor(mean).view(shape).to(latents)
+        std = torch.tensor(std).view(shape).to(latents)
+        latents = latents * std / config.scaling_factor + mean
+    else:
+        latents = latents / config.scaling_factor
+    with torch.inference_mode():
+        decoded = vae.decode(latents, return_dict=False)[0]
+    if not torch.isfinite(decoded).all():
+        raise EngineError(
+            'the VAE produced NaN/inf pixels (numeric overflow); use dtype float32 or '
+            'bfloat16, or an fp16-fixed SDXL VAE')
+    pixels = ((decoded.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    return [image.permute(1, 2, 0).cpu().numpy() for image in pixels]

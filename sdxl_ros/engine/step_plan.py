@@ -1,0 +1,56 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""
+How a schedule is cut between base and refiner, predicted before the pipelines run.
+
+The node reports progress as step i of a known total, so the split must be known up front and
+match the cut the diffusers pipelines make from `denoising_end` / `denoising_start`.
+"""
+
+from dataclasses import dataclass
+
+from sdxl_ros.engine.schedulers import make_scheduler
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How many denoising-loop iterations base and refiner run for one image."""
+
+    base_steps: int
+    refiner_steps: int
+
+    @property
+    def total(self):
+        """Return the iterations of base and refiner together (what progress counts)."""
+        return self.base_steps + self.refiner_steps
+
+    @property
+    def uses_refiner(self):
+        """Whether the refiner runs at all."""
+        return self.refiner_steps > 0
+
+
+def plan_steps(scheduler_name, scheduler_config, steps, switch, has_refiner):
+    """
+    Predict the base/refiner split exactly as diffusers will cut the schedule.
+
+    The base keeps timesteps >= the cutoff, the refiner those below it (second-order samplers
+    count each model evaluation, as the pipelines' loops do). If either side would get no
+    step, the base runs the whole schedule alone.
+    """
+    base = make_scheduler(scheduler_name, scheduler_config)
+    base.set_timesteps(steps)
+    timesteps = [int(t) for t in base.timesteps]
+    if not has_refiner or switch >= 1.0:
+        return StepPlan(len(timesteps), 0)
+    train_steps = base.config.num_train_timesteps
+    cutoff = int(round(train_steps - switch * train_steps))
+    base_steps = sum(1 for t in timesteps if t >= cutoff)
+    refiner = make_scheduler(scheduler_name, scheduler_config)
+    refiner.set_timesteps(steps)
+    refiner_steps = int(sum(1 for t in refiner.timesteps if int(t) < cutoff))
+    if refiner.order == 2 and refiner_steps % 2 == 0:
+        refiner_steps += 1
+    if base_steps == 0 or refiner_steps == 0:
+        return StepPlan(len(timesteps), 0)
+    return StepPlan(base_steps, refiner_steps)
