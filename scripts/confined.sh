@@ -2,28 +2,32 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
 #
-# Runs a command (`scripts/confined.sh CMD ARGS...`) in the sdxl_ros environment with all
-# ROS traffic confined to this host: inside a network namespace whose only interface is
-# loopback, and with the loopback-only Fast DDS profile. Where namespaces are not allowed
-# (not root, no unshare), the profile alone confines it. Used by test.sh and demo.sh.
+# Runs one command with all its ROS traffic confined to this host: `scripts/confined.sh CMD
+# ARGS...` (e.g. `scripts/confined.sh bash` for a shell). The command runs inside a new network
+# namespace whose only interface is loopback (`unshare -n`, needs root or user namespaces), in
+# the environment of scripts/env.sh, which loads the loopback-only Fast DDS profile. Both are
+# required: without the profile file or without a namespace it refuses to run anything.
+# It installs nothing; run scripts/install.sh first (test.sh and demo.sh do).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-
-if [ -z "${SDXL_ROS_CONFINED:-}" ]; then
-  # Install and build out here: pip needs the package registry.
-  set +u; source "${root}/scripts/env.sh"; set -u
-  if unshare -n true 2>/dev/null; then
-    SDXL_ROS_CONFINED=netns exec unshare -n "$0" "$@"
-  fi
-  echo "sdxl_ros: cannot create a network namespace here; relying on the loopback-only" \
-    "Fast DDS profile alone" >&2
-  export SDXL_ROS_CONFINED=profile
-else
-  if [ "${SDXL_ROS_CONFINED}" = netns ]; then ip link set lo up; fi
-  set +u; source "${root}/scripts/env.sh"; set -u
+profile="${root}/config/fastdds_loopback_only.xml"
+[ "$#" -gt 0 ] || { echo "usage: scripts/confined.sh CMD [ARGS...]" >&2; exit 2; }
+[ -r "${profile}" ] || { echo "sdxl_ros: ${profile} is missing; refusing to start DDS" >&2
+  exit 1; }
+# As root a plain network namespace; otherwise one inside a user namespace (unshare -r).
+unshare=(unshare -n)
+unshare -n true 2>/dev/null || unshare=(unshare -r -n)
+if ! "${unshare[@]}" true 2>/dev/null; then
+  echo "sdxl_ros: cannot create a network namespace (unshare -n); run as root, or enable" \
+    "user namespaces (sysctl kernel.unprivileged_userns_clone=1)" >&2
+  exit 1
 fi
-export SDXL_ROS_CONFINED
-# A distinct domain per run keeps parallel runs on one host apart (shared memory crosses
-# network namespaces).
-export ROS_DOMAIN_ID=$(( (RANDOM % 100) + 1 ))
-exec "$@"
+# Inside: bring up lo (the only interface), set up the shell, pick a domain of its own (shared
+# memory crosses network namespaces), then become the command.
+exec "${unshare[@]}" bash -c '
+  set -euo pipefail
+  ip link set lo up
+  set +u; source "$0/scripts/env.sh" || exit 1; set -u
+  export SDXL_ROS_CONFINED=netns
+  export ROS_DOMAIN_ID=$(( (RANDOM % 100) + 1 ))
+  exec "$@"' "${root}" "$@"

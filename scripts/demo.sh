@@ -4,11 +4,13 @@
 #
 # The README's demo: starts sdxl_node on the `tiny` preset (CPU, no weight files), asks it for
 # an image with the sdxl_generate client, writes demo.png (or the path given), stops the node.
-# Everything runs confined to loopback (scripts/confined.sh) and sets itself up first.
+# Installs and builds first (scripts/install.sh), then runs confined to loopback
+# (scripts/confined.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 output="$(realpath -m "${1:-demo.png}")"
 cd "${root}"
+scripts/install.sh
 exec scripts/confined.sh bash -c '
   set -euo pipefail
   sdxl_node --ros-args --params-file config/tiny.yaml --log-level warn &
