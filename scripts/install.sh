@@ -9,7 +9,7 @@
 #
 # - ros=wheels locks (kilted, jazzy, jazzy-py310libs): a venv with the PyPI ROS 2 wheels.
 #   torch is not in the lock: pip installs torch==2.13.0 after the sync (from the local CPU
-#   wheel where pip is set up to find one), and later syncs keep it.
+#   wheel where pip is set up to find one). A changed lock makes the venv anew.
 # - ros=system locks (jetson, system): a venv on top of the sourced ROS 2 and the system's
 #   torch (--system-site-packages); torch is never installed or replaced.
 set -euo pipefail
@@ -87,9 +87,13 @@ install_uv() {
 }
 
 sync_venv() {
-  if [ -x "${py}" ] && [ "$("${py}" -c 'import sys; print("%d.%d" % sys.version_info[:2])' \
-      2>/dev/null)" != "${py_version}" ]; then
-    rm -rf "${venv_real}"   # made by another Python: start again
+  # A ROS-wheel venv is always made anew: the wheels carry nested distributions (rclpy's own
+  # metadata inside ros-rclpy, ...) that a lock does not list, and `uv pip sync` over an
+  # existing venv deletes them (rclpy is gone). A venv made by another Python goes too.
+  if [ "${SDXL_ROS_KIND}" = wheels ] || { [ -x "${py}" ] && [ "$("${py}" -c \
+      'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" != "${py_version}" ]; }
+  then
+    rm -rf "${venv_real}"
   fi
   if [ ! -x "${py}" ]; then
     local flags=()
@@ -97,32 +101,15 @@ sync_venv() {
     "${host_python}" -m venv "${flags[@]}" "${venv_real}"
   fi
   install_uv
-  # Packages that pip installed for torch (see below) stay through a sync: uv keeps an
-  # installed distribution that a requirement names, so it neither removes nor fetches it.
-  local keep="${venv_real}/sdxl_ros_keep.txt" requirements=("${SDXL_ROS_LOCK}")
-  if [ "${SDXL_ROS_KIND}" = wheels ] && [ -s "${keep}" ] && "${py}" -c 'import torch' 2>/dev/null
-  then
-    requirements+=("${keep}")
+  "${uv}" pip sync --python "${py}" --require-hashes "${SDXL_ROS_LOCK}"
+  if [ "${SDXL_ROS_KIND}" = wheels ]; then
+    # torch with pip, not uv: pip's configuration may name a local wheel (find-links, as on
+    # this project's machines), where uv would fetch a CUDA build of GBs. The lock already
+    # pins torch's dependencies, so pip adds torch alone (on a normal machine also PyPI's
+    # CUDA packages for it). Nothing syncs this venv again, so torch stays.
+    "${py}" -m pip install --disable-pip-version-check --quiet torch==2.13.0
+    "${py}" "${root}/scripts/fix_wheel_cmake_paths.py"
   fi
-  "${uv}" pip sync --python "${py}" --require-hashes "${requirements[@]}"
-  if [ "${SDXL_ROS_KIND}" = wheels ] && ! "${py}" -c 'import torch' 2>/dev/null; then
-    # pip, not uv: pip's configuration may name a local wheel (find-links); uv would fetch a
-    # CUDA build. The lock already pins torch's dependencies, so pip adds torch (and, on a
-    # normal machine, PyPI's CUDA packages for it).
-    "${py}" -m pip install --disable-pip-version-check --quiet --report "${keep}.json" \
-      torch==2.13.0
-    "${py}" - "${keep}.json" >"${keep}" <<'EOF'
-import json
-import sys
-
-for item in json.load(open(sys.argv[1]))['install']:
-    hashes = item['download_info'].get('archive_info', {}).get('hashes', {})
-    if 'sha256' in hashes:
-        print(f"{item['metadata']['name']}=={item['metadata']['version']}"
-              f" --hash=sha256:{hashes['sha256']}")
-EOF
-  fi
-  if [ "${SDXL_ROS_KIND}" = wheels ]; then "${py}" "${root}/scripts/fix_wheel_cmake_paths.py"; fi
   "${py}" -c 'import torch, diffusers, transformers' || {
     echo "the venv cannot import torch, diffusers and transformers"; return 1; }
 }
