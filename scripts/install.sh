@@ -124,10 +124,8 @@ if [ "$(cat "${venv_real}/.sdxl_ros_stamp" 2>/dev/null)" != "${stamp}" ]; then
 fi
 
 # --- The colcon build (--symlink-install: Python edits need no rebuild, new files do). -------
-# A build tree made by another flavour cannot be reused (CMake caches absolute paths).
-if [ "$(cat "${SDXL_ROS_BUILD}/.sdxl_ros_flavor" 2>/dev/null)" != "${SDXL_ROS_FLAVOR}" ]; then
-  rm -rf "${SDXL_ROS_BUILD}" "${SDXL_ROS_INSTALL}"
-fi
+# Its stamp covers the venv (so another flavour's CMake cache is never reused), the build
+# inputs, and the names of the installed files.
 build_stamp="$(cd "${root}" && {
   cat "${venv_real}/.sdxl_ros_stamp" CMakeLists.txt package.xml
   find action srv -type f -exec cat {} + 2>/dev/null
@@ -135,6 +133,8 @@ build_stamp="$(cd "${root}" && {
     | LC_ALL=C sort
 } | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "${SDXL_ROS_BUILD}/.sdxl_ros_build_stamp" 2>/dev/null)" != "${build_stamp}" ]; then
+  # From scratch: a symlink install keeps links to files that were moved or deleted.
+  rm -rf "${SDXL_ROS_BUILD}" "${SDXL_ROS_INSTALL}"
   (
     if [ "${SDXL_ROS_KIND}" = wheels ]; then
       # The real path, not the link: CMake must see numpy's headers outside the sources.
@@ -147,6 +147,5 @@ if [ "$(cat "${SDXL_ROS_BUILD}/.sdxl_ros_build_stamp" 2>/dev/null)" != "${build_
       --symlink-install --event-handlers console_cohesion- summary-
   ) >>"${logfile}" 2>&1 || {
     tail -n 30 "${logfile}" >&2; fail "the colcon build failed; the whole log is ${logfile}"; }
-  echo "${SDXL_ROS_FLAVOR}" >"${SDXL_ROS_BUILD}/.sdxl_ros_flavor"
   echo "${build_stamp}" >"${SDXL_ROS_BUILD}/.sdxl_ros_build_stamp"
 fi
