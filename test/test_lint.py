@@ -1,8 +1,11 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
-"""ROS 2 style linters run as tests: flake8, pep257, copyright headers, package.xml."""
+"""ROS 2 style linters run as tests: flake8, pep257, copyright headers, package.xml, vermin."""
 
 from pathlib import Path
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -73,3 +76,18 @@ def test_package_xml_is_valid_format_3():
     assert 'sensor_msgs' in {d.name for d in package.build_depends}
     assert 'python3-pytest' in {d.name for d in package.test_depends}
     assert 'rosidl_interface_packages' in {g.name for g in package.member_of_groups}
+
+
+def test_sources_run_on_python_3_10():
+    """Nothing needs a Python newer than 3.10 (JetPack 6, Humble), syntax or stdlib (vermin)."""
+    vermin = shutil.which('vermin', path=str(Path(sys.executable).parent)) or shutil.which(
+        'vermin')
+    if vermin is None:
+        pytest.skip('vermin is not installed (it is in every lock of scripts/locks/)')
+    result = subprocess.run(
+        [vermin, '--target=3.10-', '--no-tips', '--violations', '--eval-annotations',
+         *_existing(PYTHON_DIRS)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (
+        'vermin found code that needs a Python newer than 3.10:\n' + result.stdout
+        + result.stderr)
