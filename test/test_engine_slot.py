@@ -5,9 +5,8 @@
 from dataclasses import replace
 import threading
 
-import pytest
-
 from engine_fixtures import TINY_LIMITS, tiny_request
+import pytest
 from sdxl_ros.engine import EngineConfig, ModelLoadError
 from sdxl_ros.engine.engine_slot import check_model_files, EngineSlot
 from sdxl_ros.engine.request import Limits

@@ -21,7 +21,7 @@ from sdxl_ros.engine.sdxl_engine import SdxlEngine
 
 
 def _load_key(config):
-    """The part of a configuration that fixes the loaded models (limits do not)."""
+    """Return the part of a configuration that fixes the loaded models (limits do not)."""
     return replace(config, limits=Limits())
 
 

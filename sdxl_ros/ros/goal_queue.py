@@ -98,7 +98,7 @@ class GoalQueue:
 
     @property
     def running(self):
-        """The running key, or None."""
+        """Return the running key, or None."""
         with self._lock:
             return self._running
 

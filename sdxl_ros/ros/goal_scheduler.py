@@ -26,7 +26,7 @@ TICK_SEC = 0.2
 
 
 def goal_key(goal_handle):
-    """The key of a goal: its UUID as bytes."""
+    """Return the key of a goal: its UUID as bytes."""
     return bytes(goal_handle.goal_id.uuid)
 
 
@@ -77,7 +77,7 @@ class GoalScheduler:
         self.publish_positions(force=True)
 
     def cancel(self, goal_handle):
-        """A cancel request came: a waiting goal leaves the queue at once."""
+        """Take a waiting goal out of the queue at once when its cancel request comes."""
         if self._queue.remove(goal_key(goal_handle)):
             self._drop([goal_key(goal_handle)])
             self.publish_positions(force=True)

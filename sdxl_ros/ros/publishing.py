@@ -33,7 +33,7 @@ class Publishing:
         self._preview_pub = node.create_publisher(Image, '~/preview', PREVIEW_QOS)
 
     def preview(self, pixels, frame_id):
-        """Publish a preview (HxWx3 uint8) on ~/preview."""
+        """Publish a preview image (HxWx3 uint8 pixels) on ~/preview."""
         self._preview_pub.publish(numpy_to_image_msg(pixels, self._stamp(), frame_id))
 
     def results(self, result, frame_id, output_dir):
