@@ -61,7 +61,7 @@ def test_engine_config_and_limits():
     config = params.engine_config()
     assert config.base_model == 'tiny' and config.limits.min_side == 64
     assert params.limits().max_steps == 150
-    assert config.fast is True
+    assert config.fast_path is True
     assert params.updated({'fast_path': False}).engine_config().fast is False
 
 
