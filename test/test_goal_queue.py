@@ -47,6 +47,17 @@ def test_reserved_places_count_and_can_be_given_back():
     assert queue.positions() == {'next': 1}
 
 
+def test_places_never_handed_over_expire():
+    queue = GoalQueue(max_waiting=1)
+    queue.reserve()  # its goal is never handed over (its client vanished)
+    ticket = queue.reserve()
+    assert queue.add('b', ticket) is None  # waits for the earlier place
+    assert queue.expire(60.0) is None  # not old yet
+    assert queue.expire(0.0) == 'b'
+    with pytest.raises(ValueError, match='expired'):
+        queue.add('c', ticket)
+
+
 def test_zero_waiting_allows_only_the_running_goal():
     queue = GoalQueue(max_waiting=0)
     assert queue.add('a', queue.reserve()) == 'a'

@@ -13,6 +13,7 @@ is refused (`QueueFull`) instead of waiting for ever.
 import bisect
 import itertools
 import threading
+import time
 
 
 class QueueFull(Exception):
@@ -28,7 +29,7 @@ class GoalQueue:
             raise ValueError(f'max_waiting must be >= 0, got {max_waiting}')
         self.max_waiting = max_waiting
         self._tickets = itertools.count()
-        self._reserved = set()
+        self._reserved = {}  # ticket -> time.monotonic() of the reservation
         self._waiting = []  # (ticket, key), sorted by ticket
         self._running = None
         self._lock = threading.Lock()
@@ -43,21 +44,29 @@ class GoalQueue:
                     f'queue is full: one goal is running and {waiting} waiting (max_queue '
                     f'{self.max_waiting}); try again later')
             ticket = next(self._tickets)
-            self._reserved.add(ticket)
+            self._reserved[ticket] = time.monotonic()
             return ticket
 
     def release(self, ticket):
         """Give back a reserved place never queued; return the key that starts now, or None."""
         with self._lock:
-            self._reserved.discard(ticket)
+            self._reserved.pop(ticket, None)
+            return self._start_locked()
+
+    def expire(self, max_age):
+        """Give back places reserved more than `max_age` s ago; return the key that starts."""
+        with self._lock:
+            oldest = time.monotonic() - max_age
+            for ticket in [t for t, at in self._reserved.items() if at < oldest]:
+                del self._reserved[ticket]
             return self._start_locked()
 
     def add(self, key, ticket):
         """Queue `key` on its reserved place; return the key that starts now, or None."""
         with self._lock:
             if ticket not in self._reserved:
-                raise ValueError(f'ticket {ticket!r} is not reserved')
-            self._reserved.discard(ticket)
+                raise ValueError(f'ticket {ticket!r} is not reserved (or expired)')
+            del self._reserved[ticket]
             bisect.insort(self._waiting, (ticket, key))
             return self._start_locked()
 

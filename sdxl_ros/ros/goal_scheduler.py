@@ -23,6 +23,10 @@ QUEUED_FEEDBACK_SEC = 1.0
 #: Period of the scheduler's timer (seconds). A cancel request becomes visible on its goal
 #: only after the cancel callback returns, so a cancelled waiting goal ends at the next tick.
 TICK_SEC = 0.2
+#: A place reserved in the goal callback is handed over within milliseconds. One older than
+#: this belongs to a goal whose response could not be sent (its client vanished), which rclpy
+#: then never hands over: the tick gives it back so it cannot hold up the goals behind it.
+RESERVATION_SEC = 10.0
 
 
 def goal_key(goal_handle):
@@ -54,12 +58,8 @@ class GoalScheduler:
         Keep `admission` for the `accept` call that follows on this thread.
 
         rclpy calls the goal callback and then handle_accepted_callback back to back in one
-        task, so a thread-local carries the admission. One left from before belongs to a goal
-        whose response could not be sent (its client vanished): its place is given back.
+        task (no await between them), so a thread-local carries the admission.
         """
-        stale = getattr(self._handoff, 'admission', None)
-        if stale is not None and stale.ticket is not None:
-            self._start(self._queue.release(stale.ticket))
         self._handoff.admission = admission
 
     def accept(self, goal_handle, admit):
@@ -73,7 +73,12 @@ class GoalScheduler:
         if admission.ticket is None:
             goal_handle.execute()
             return
-        self._start(self._queue.add(key, admission.ticket))
+        try:
+            self._start(self._queue.add(key, admission.ticket))
+        except ValueError:  # handed over after RESERVATION_SEC: its place was given back
+            admission.refusal = 'refused: its queue place expired before it was accepted'
+            goal_handle.execute()
+            return
         self.publish_positions(force=True)
 
     def cancel(self, goal_handle):
@@ -98,6 +103,7 @@ class GoalScheduler:
 
     def tick(self):
         """Timer: end the dropped goals whose cancel took effect; republish the positions."""
+        self._start(self._queue.expire(RESERVATION_SEC))
         with self._lock:
             cancelled = [key for key in self._queue.positions()
                          if self._goals[key].goal_handle.is_cancel_requested]
