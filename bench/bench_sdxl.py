@@ -158,7 +158,7 @@ def load_stock(args):
     """Build the stock diffusers pipelines on the preset's weights (as the engine does)."""
     import torch
     from sdxl_ros.engine.loading import load_models
-    config = make_config(args, fast=False)
+    config = make_config(args, fast_path=False)
     dtype = torch.float16 if args.device == 'cuda' else torch.float32
     models = load_models(config, torch.device(args.device), dtype)
     for pipe in (models.base, models.refiner):
@@ -316,7 +316,7 @@ def phase_ours(args, state):
         free_all()
     os.environ['TORCHINDUCTOR_CACHE_DIR'] = os.path.join(args.work_dir, 'cache_ours')
     start = time.perf_counter()
-    engine = SdxlEngine(make_config(args, fast=True))
+    engine = SdxlEngine(make_config(args, fast_path=True))
     engine.load()
     load_sec = time.perf_counter() - start
     state['engine'] = engine
@@ -354,7 +354,7 @@ def child_restart(args):
     t0 = time.time()
     from sdxl_ros.engine import SdxlEngine
     t_import = time.time()
-    engine = SdxlEngine(make_config(args, fast=True))
+    engine = SdxlEngine(make_config(args, fast_path=True))
     profiler = None
     if args.child_profile:
         import cProfile
@@ -578,7 +578,7 @@ def phase_checkpoint(args, state):
     read_sec = time.perf_counter() - start
     cold_load = _drop_page_cache()
     config = make_config(args, base_model=paths['base'], refiner_model=paths['refiner'],
-                         tokenizer_dir=tok_dir, fast=False)
+                         tokenizer_dir=tok_dir, fast_path=False)
     start = time.perf_counter()
     engine = SdxlEngine(config)
     engine.load()
@@ -609,10 +609,10 @@ def _memory_mode_run(args, mode, steps):
     """
     import torch
     from sdxl_ros.engine import SdxlEngine
-    engine = SdxlEngine(make_config(args, memory_mode='resident', fast=False))
+    engine = SdxlEngine(make_config(args, memory_mode='resident', fast_path=False))
     engine.load()
     engine.config.memory_mode = mode
-    engine.config.fast = True
+    engine.config.fast_path = True
     models = engine._models
     for pipe in (models.base, models.refiner):
         pipe.to('cpu')

@@ -165,6 +165,12 @@ def wait_future(future, timeout):
     return future.result()
 
 
+def over_the_wire(message):
+    """Return `message` as its receiver gets it: serialized and back (float32 fields rounded)."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    return deserialize_message(serialize_message(message), type(message))
+
+
 def status_names():
     """Return action_msgs GoalStatus (imported late: rclpy may be missing)."""
     from action_msgs.msg import GoalStatus

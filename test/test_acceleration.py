@@ -15,19 +15,19 @@ import torch
 
 
 def test_fast_path_applies_only_to_resident_cuda():
-    """CUDA + fast + resident: yes; CPU, fast off or any offload mode: no."""
+    """CUDA + fast_path + resident: yes; CPU, fast_path off or any offload mode: no."""
     cuda, cpu = torch.device('cuda'), torch.device('cpu')
-    assert fast_path_applies(EngineConfig(fast=True), cuda)
-    assert not fast_path_applies(EngineConfig(fast=True), cpu)
-    assert not fast_path_applies(EngineConfig(fast=False), cuda)
+    assert fast_path_applies(EngineConfig(fast_path=True), cuda)
+    assert not fast_path_applies(EngineConfig(fast_path=True), cpu)
+    assert not fast_path_applies(EngineConfig(fast_path=False), cuda)
     for mode in ('model_offload', 'sequential_offload'):
-        assert not fast_path_applies(EngineConfig(fast=True, memory_mode=mode), cuda)
+        assert not fast_path_applies(EngineConfig(fast_path=True, memory_mode=mode), cuda)
 
 
 def test_cpu_engine_is_untouched_and_gives_the_same_image():
-    """fast=True on a CPU applies nothing and renders bit-identical images to fast=False."""
-    fast = tiny_engine(fast=True)
-    plain = tiny_engine(fast=False)
+    """fast_path=True on a CPU applies nothing and renders bit-identical images to False."""
+    fast = tiny_engine(fast_path=True)
+    plain = tiny_engine(fast_path=False)
     accel = fast.accelerator
     assert accel is not None and not accel.enabled and accel.applied == []
     assert 'CUDA' in accel.reason
@@ -40,8 +40,8 @@ def test_cpu_engine_is_untouched_and_gives_the_same_image():
 
 
 def test_accelerate_pipelines_is_a_noop_when_fast_is_off():
-    """With fast off the Accelerator says so and decodes like the engine."""
-    engine = tiny_engine(fast=False)
+    """With fast_path off the Accelerator says so and decodes like the engine."""
+    engine = tiny_engine(fast_path=False)
     accel = accelerate_pipelines(engine.base_pipeline, engine.refiner_pipeline,
                                  engine.config, torch.device('cuda'))
     assert not accel.enabled and accel.reason == 'fast off'
@@ -66,7 +66,7 @@ def _unet_inputs(unet, batch=2):
 
 def test_graphed_unet_falls_back_to_the_plain_forward_on_cpu():
     """CPU tensors cannot be graphed: the wrapper calls the module's own forward, same result."""
-    engine = tiny_engine(fast=False)
+    engine = tiny_engine(fast_path=False)
     unet = engine.base_pipeline.unet
     sample, t, hidden, cond = _unet_inputs(unet)
     with torch.no_grad():
@@ -87,7 +87,7 @@ def test_graphed_unet_falls_back_to_the_plain_forward_on_cpu():
 
 def test_graphed_encoder_falls_back_to_the_plain_forward_on_cpu():
     """A text encoder wrapped for graphs gives the same outputs through its own forward."""
-    pipe = tiny_engine(fast=False).base_pipeline
+    pipe = tiny_engine(fast_path=False).base_pipeline
     ids = pipe.tokenizer_2('a robot', padding='max_length', max_length=77,
                            return_tensors='pt').input_ids
     encoder = pipe.text_encoder_2
@@ -108,7 +108,7 @@ def test_graphed_encoder_falls_back_to_the_plain_forward_on_cpu():
 
 def test_graph_signature_refuses_what_a_graph_cannot_serve():
     """No signature (so no graph) for CPU tensors, gradients or missing conditioning."""
-    sample, t, hidden, cond = _unet_inputs(tiny_engine(fast=False).base_pipeline.unet)
+    sample, t, hidden, cond = _unet_inputs(tiny_engine(fast_path=False).base_pipeline.unet)
     with torch.no_grad():
         assert GraphedUNet._signature(sample, t, hidden, cond, False) is None
         assert GraphedUNet._signature(sample, t, hidden, None, False) is None
@@ -117,7 +117,7 @@ def test_graph_signature_refuses_what_a_graph_cannot_serve():
 
 def test_compile_regions_marks_blocks_and_can_be_undone():
     """Regional compile wraps each repeated block (lazily) and uncompile restores them."""
-    unet = tiny_engine(fast=False).base_pipeline.unet
+    unet = tiny_engine(fast_path=False).base_pipeline.unet
     count = compile_regions(unet)
     names = {type(m).__name__ for m in unet.modules()
              if getattr(m, '_compiled_call_impl', None) is not None}

@@ -5,12 +5,12 @@
 import signal
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from ros_harness import client_executable, wait_for
+from ros_harness import client_executable, over_the_wire, wait_for
+from sdxl_ros.action import GenerateImage
 from sdxl_ros.client.sdxl_generate import (action_name, build_goal, build_parser, format_progress,
                                            infotext_for_seed)
 from sdxl_ros.engine.png_io import output_paths, read_png_parameters, save_png
@@ -24,10 +24,12 @@ def _args(*argv):
     return build_parser().parse_args(list(argv))
 
 
+#: A float32 goal field carries the nearest float32, about 1e-7 relative from the flag's value.
+FLOAT32 = 1e-7
+
+
 def _goal():
-    return SimpleNamespace(prompt='', negative_prompt='', width=0, height=0, steps=0,
-                           guidance_scale=0.0, refiner_switch=0.0, seed=-1, scheduler='',
-                           num_images=0)
+    return GenerateImage.Goal()
 
 
 def test_output_paths():
@@ -55,6 +57,8 @@ def test_flags_fill_the_goal():
     assert (goal.prompt, goal.seed, goal.steps, goal.width, goal.height, goal.guidance_scale,
             goal.scheduler, goal.num_images, goal.refiner_switch, goal.negative_prompt) == (
         'a cat', 7, 30, 512, 768, 6.5, 'Euler a', 2, 0.9, 'dog')
+    sent = over_the_wire(goal).refiner_switch  # what the float32 field carries
+    assert sent != 0.9 and sent == pytest.approx(0.9, rel=FLOAT32)
 
 
 def test_unset_flags_leave_node_defaults():
@@ -81,11 +85,11 @@ def test_missing_prompt_or_infotext_is_a_usage_error(tmp_path):
 
 
 def test_format_progress():
-    line = format_progress(SimpleNamespace(stage='base', step=5, total_steps=10, image_index=0,
-                                           elapsed_sec=1.0, eta_sec=2.5, queue_position=0),
+    line = format_progress(GenerateImage.Feedback(stage='base', step=5, total_steps=10,
+                                                  image_index=0, elapsed_sec=1.0, eta_sec=2.5),
                            width=10)
     assert 'base' in line and '[#####-----]' in line and '5/10' in line and 'ETA' in line
-    queued = format_progress(SimpleNamespace(stage='queued', queue_position=2))
+    queued = format_progress(GenerateImage.Feedback(stage='queued', queue_position=2))
     assert queued == 'queued: 2 goal(s) ahead'
 
 

@@ -1,11 +1,12 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
-"""Goal <-> request conversion and feedback filling, without a running node."""
+"""Goal <-> request conversion and feedback filling on real messages, without a running node."""
 
-from types import SimpleNamespace
-
+import numpy as np
 import pytest
 
+from ros_harness import over_the_wire
+from sdxl_ros.action import GenerateImage
 from sdxl_ros.engine.progress import Progress
 from sdxl_ros.engine.request import GenerationRequest, RequestError, validate_request
 from sdxl_ros.ros.goal_conversion import (goal_to_request, progress_to_feedback, queued_feedback,
@@ -13,12 +14,18 @@ from sdxl_ros.ros.goal_conversion import (goal_to_request, progress_to_feedback,
 from sdxl_ros.ros.node_parameters import NodeParameters
 
 
+#: A float32 message field holds the nearest float32, about 1e-7 relative from the float.
+FLOAT32 = 1e-7
+
+
 def _goal(**fields):
-    values = {'prompt': '', 'negative_prompt': '', 'width': 0, 'height': 0, 'steps': 0,
-              'guidance_scale': 0.0, 'refiner_switch': 0.0, 'seed': -1, 'scheduler': '',
-              'num_images': 0}
-    values.update(fields)
-    return SimpleNamespace(**values)
+    """Return a GenerateImage goal as the node receives it; unset fields keep their defaults."""
+    return over_the_wire(GenerateImage.Goal(**fields))
+
+
+def _fields(message):
+    """Return a message's fields as a dict."""
+    return {name: getattr(message, name) for name in message.get_fields_and_field_types()}
 
 
 PARAMS = NodeParameters.defaults().updated({
@@ -45,9 +52,8 @@ def test_given_fields_win_over_defaults():
 
 
 def test_float32_values_come_back_as_typed_after_validation():
-    import numpy as np
-    goal = _goal(prompt='p', guidance_scale=float(np.float32(7.3)),
-                 refiner_switch=float(np.float32(0.8)))
+    goal = _goal(prompt='p', guidance_scale=7.3, refiner_switch=0.8)
+    assert goal.guidance_scale != 7.3 and goal.guidance_scale == float(np.float32(7.3))
     request = validate_request(goal_to_request(goal, PARAMS))
     assert (request.guidance_scale, request.refiner_switch) == (7.3, 0.8)
 
@@ -66,21 +72,27 @@ def test_request_to_goal_round_trip():
 
 
 def test_request_to_goal_fills_a_real_goal_message():
-    action = pytest.importorskip('sdxl_ros.action', reason='interfaces not built')
-    goal = request_to_goal(GenerationRequest(prompt='x', seed=4294967295),
-                           action.GenerateImage.Goal())
+    goal = request_to_goal(GenerationRequest(prompt='x', seed=4294967295), _goal())
     assert goal.seed == 4294967295 and goal.width == 1024
 
 
 def test_progress_to_feedback():
     feedback = progress_to_feedback(
         Progress(stage='refiner', step=25, total_steps=30, image_index=1, num_images=2,
-                 elapsed_sec=3.5, eta_sec=4.25), SimpleNamespace())
-    assert vars(feedback) == {'stage': 'refiner', 'queue_position': 0, 'step': 25,
-                              'total_steps': 30, 'image_index': 1, 'elapsed_sec': 3.5,
-                              'eta_sec': 4.25}
+                 elapsed_sec=3.5, eta_sec=4.25), GenerateImage.Feedback())
+    assert _fields(feedback) == {'stage': 'refiner', 'queue_position': 0, 'step': 25,
+                                 'total_steps': 30, 'image_index': 1, 'elapsed_sec': 3.5,
+                                 'eta_sec': 4.25}
+
+
+def test_feedback_seconds_are_float32():
+    feedback = over_the_wire(progress_to_feedback(
+        Progress(stage='base', elapsed_sec=0.1, eta_sec=1 / 3), GenerateImage.Feedback()))
+    assert feedback.elapsed_sec != 0.1
+    assert feedback.elapsed_sec == pytest.approx(0.1, rel=FLOAT32)
+    assert feedback.eta_sec == pytest.approx(1 / 3, rel=FLOAT32)
 
 
 def test_queued_feedback():
-    feedback = queued_feedback(2, SimpleNamespace())
+    feedback = queued_feedback(2, GenerateImage.Feedback())
     assert (feedback.stage, feedback.queue_position) == ('queued', 2)

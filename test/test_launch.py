@@ -3,11 +3,13 @@
 """
 launch/sdxl.launch.py and config/sdxl.yaml.
 
-The launch tests need `launch` and `launch_ros`, which are not on PyPI: they skip in the
-wheel-based environment and run wherever a system ROS 2 is sourced. The config file is checked
+The launch tests need `launch` and `launch_ros` (not on PyPI; `launch_ros` also needs
+`composition_interfaces`): they skip, naming the import that failed, in the wheel-based
+environment and run wherever a system ROS 2 is sourced. The config file is checked
 against the real node everywhere.
 """
 
+import importlib
 import importlib.util
 from pathlib import Path
 import signal
@@ -18,13 +20,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / 'launch' / 'sdxl.launch.py'
-LAUNCH_SKIP = ('launch_ros is not importable (launch/launch_ros are not on PyPI; these tests '
-               'run with a system ROS 2 install)')
 
 
 def _needs_launch():
-    pytest.importorskip('launch', reason=LAUNCH_SKIP)
-    pytest.importorskip('launch_ros', reason=LAUNCH_SKIP)
+    """Skip with the real import error when launch or launch_ros does not import here."""
+    for module in ('launch', 'launch_ros'):
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            pytest.skip(f'{module} does not import: {type(error).__name__}: {error} (launch '
+                        'and launch_ros come with a system ROS 2; launch_ros needs '
+                        'composition_interfaces too)')
 
 
 def _load_launch_module():

@@ -346,3 +346,46 @@ def test_stopping_the_node_aborts_the_running_goal(ros_client, start_node):
     response = run.result(15)
     assert response.status == _status().STATUS_ABORTED
     assert 'shutting down' in response.result.message
+
+
+#: Other processes must stop seeing a stopped node this soon after its SIGINT (seconds).
+GRAPH_VANISH_LIMIT_SEC = 2.0
+
+
+def test_stopped_node_vanishes_from_the_graph(ros_client, start_node):
+    """After SIGINT, the node and its action leave other processes' graph within 2 s."""
+    import signal
+    import time
+    from rclpy.action import get_action_names_and_types
+    node = start_node()
+    namespace, name, action = node.namespace, node.name, node.name_of('generate')
+
+    def node_seen():
+        return (name, namespace) in ros_client.node.get_node_names_and_namespaces()
+
+    def action_seen():
+        return action in dict(get_action_names_and_types(ros_client.node))
+
+    assert wait_for(lambda: node_seen() and action_seen(), 30), 'node never seen in the graph'
+    started = time.monotonic()
+    node.process.send_signal(signal.SIGINT)
+    assert wait_for(lambda: not node_seen() and not action_seen(), 10), 'still in the graph'
+    vanished = time.monotonic() - started
+    assert node.process.wait(10) == 0
+    print(f'node and action vanished from the graph {vanished:.2f} s after SIGINT')
+    assert vanished < GRAPH_VANISH_LIMIT_SEC, f'vanished after {vanished:.2f} s'
+
+
+def test_cleanup_after_deactivate_unloads_once_and_finalized_refuses_as_shutting_down(
+        ros_client, start_node):
+    """Deactivate frees the models (logged once); after shutdown goals hear 'shutting down'."""
+    from lifecycle_msgs.msg import Transition
+    node = start_node()
+    for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP,
+                       Transition.TRANSITION_UNCONFIGURED_SHUTDOWN):
+        assert ros_client.change_state(node.fqn, transition), transition
+    assert ros_client.lifecycle_state(node.fqn) == 'finalized'
+    assert node.log().count('models unloaded') == 1, node.log()
+    _, response = ros_client.generate(node.name_of('generate'), prompt='a robot')
+    assert_refused(response, 'shutting down')
+    assert 'configure' not in response.result.message

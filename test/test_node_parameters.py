@@ -61,8 +61,8 @@ def test_engine_config_and_limits():
     config = params.engine_config()
     assert config.base_model == 'tiny' and config.limits.min_side == 64
     assert params.limits().max_steps == 150
-    assert config.fast is True
-    assert params.updated({'fast_path': False}).engine_config().fast is False
+    assert config.fast_path is True
+    assert params.updated({'fast_path': False}).engine_config().fast_path is False
 
 
 def test_config_file_has_every_parameter_with_a_comment():

@@ -24,7 +24,7 @@ from ros_harness import assert_served, status_names
 pytestmark = [pytest.mark.ros, pytest.mark.reliability]
 
 NODE = {'default_steps': 4, 'max_queue': 4}
-#: The node must be gone this soon after SIGINT/SIGTERM (the issue's limit).
+#: The node must be gone this soon after SIGINT/SIGTERM.
 SHUTDOWN_LIMIT_SEC = 2.0
 
 

@@ -38,6 +38,8 @@ def build_parser():
     models.add_argument('--memory-mode', default='resident',
                         choices=('resident', 'model_offload', 'sequential_offload'))
     models.add_argument('--vae-tiling', action='store_true')
+    models.add_argument('--no-fast-path', dest='fast_path', action='store_false',
+                        help='on CUDA: plain diffusers, no compiling or CUDA graphs at load')
     gen = parser.add_argument_group('generation')
     gen.add_argument('--prompt', required=True)
     gen.add_argument('--negative-prompt', default='')
@@ -71,7 +73,7 @@ def main(argv=None):
     config = EngineConfig(base_model=base, refiner_model=refiner, model_dir=args.model_dir,
                           tokenizer_dir=args.tokenizer_dir, device=args.device, dtype=args.dtype,
                           memory_mode=args.memory_mode, vae_tiling=args.vae_tiling,
-                          limits=limits)
+                          fast_path=args.fast_path, limits=limits)
     request = replace(_DEFAULTS, prompt=args.prompt, negative_prompt=args.negative_prompt,
                       width=args.width or default_side, height=args.height or default_side,
                       steps=args.steps, guidance_scale=args.guidance_scale,

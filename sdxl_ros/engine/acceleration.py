@@ -3,7 +3,7 @@
 """
 The GPU fast path: applied once at load, the same pictures within fp16 noise, faster.
 
-What `accelerate_pipelines` does on a CUDA device with `EngineConfig.fast` and the models
+What `accelerate_pipelines` does on a CUDA device with `EngineConfig.fast_path` and the models
 resident (elsewhere it changes nothing and `decode` is the plain engine decode):
 
 - fused QKV projections and channels_last memory layout for both UNets and the VAE;
@@ -65,8 +65,8 @@ def _env(name, default):
 
 
 def fast_path_applies(config, device):
-    """Whether the GPU fast path runs: CUDA, `fast` on and models resident (no offload)."""
-    return (bool(config.fast) and device is not None and getattr(device, 'type', '') == 'cuda'
+    """Whether the GPU fast path runs: CUDA, `fast_path` on and models resident (no offload)."""
+    return (bool(config.fast_path) and device is not None and getattr(device, 'type', '') == 'cuda'
             and config.memory_mode == 'resident')
 
 
@@ -435,12 +435,12 @@ def accelerate_pipelines(base, refiner, config, device):
     """
     Apply the fast path to loaded pipelines (once); return an Accelerator.
 
-    A no-op (with the reason in `Accelerator.reason`) on the CPU, with `fast` off, or when
+    A no-op (with the reason in `Accelerator.reason`) on the CPU, with `fast_path` off, or when
     the models are offloaded: offloading moves weights between devices, which CUDA graphs
     and compiled kernels cannot follow.
     """
     if not fast_path_applies(config, device):
-        reason = ('fast off' if not config.fast else
+        reason = ('fast off' if not config.fast_path else
                   'not a CUDA device' if getattr(device, 'type', '') != 'cuda' else
                   f'memory_mode {config.memory_mode}')
         return Accelerator(base, refiner, enabled=False, reason=reason)

@@ -33,7 +33,7 @@ class EngineConfig:
     dtype: str = 'auto'
     memory_mode: str = 'resident'
     vae_tiling: bool = False
-    fast: bool = True
+    fast_path: bool = True
     limits: Limits = field(default_factory=Limits)
     fault_oom_at_step: int = 0
 

@@ -157,7 +157,8 @@ class NodeParameters:
             base_model=self.base_model, refiner_model=self.refiner_model,
             model_dir=self.model_dir, tokenizer_dir=self.tokenizer_dir, device=self.device,
             dtype=self.dtype, memory_mode=self.memory_mode, vae_tiling=self.vae_tiling,
-            fast=self.fast_path, limits=self.limits(), fault_oom_at_step=self.fault_oom_at_step)
+            fast_path=self.fast_path, limits=self.limits(),
+            fault_oom_at_step=self.fault_oom_at_step)
 
 
 def needs_reload(old, new):

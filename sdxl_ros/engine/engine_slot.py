@@ -1,0 +1,151 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""
+EngineSlot: the one SdxlEngine of a server, built, loaded, reloaded and freed in one place.
+
+A server (the ROS node) changes its wishes from several threads: a lifecycle transition says
+"load" or "free", a parameter change says "these models now", a goal says "I need the engine".
+The slot keeps the wanted configuration under a short lock (so a parameter change never waits
+for a generation) and the engine under a long one (held while loading, generating or
+freeing), and says why a load failed. No ROS here, so it is tested without a node.
+"""
+
+from contextlib import contextmanager
+from dataclasses import replace
+import threading
+import time
+
+from sdxl_ros.engine.errors import ModelLoadError
+from sdxl_ros.engine.request import Limits
+from sdxl_ros.engine.sdxl_engine import SdxlEngine
+
+
+def _load_key(config):
+    """Return the part of a configuration that fixes the loaded models (limits do not)."""
+    return replace(config, limits=Limits())
+
+
+def check_model_files(config):
+    """
+    Return why the configured models cannot be loaded, without loading weights ('' if none).
+
+    Finds each model and reads the header of single-file checkpoints (shapes only), so a
+    missing, truncated, damaged or wrong-architecture file is reported in milliseconds.
+    """
+    from sdxl_ros.engine.loading import (pick_single_file_config, read_checkpoint_shapes,
+                                         resolve_source)
+    for role, name in (('base', config.base_model), ('refiner', config.refiner_model)):
+        if not name:
+            continue
+        try:
+            source = resolve_source(name, config.model_dir, role)
+            if source.kind == 'single_file':
+                pick_single_file_config(read_checkpoint_shapes(source.location), role,
+                                        source.location)
+        except ModelLoadError as error:
+            return str(error)
+    return ''
+
+
+class EngineSlot:
+    """Holds at most one SdxlEngine; thread-safe; `log` has info() and error() (or is None)."""
+
+    def __init__(self, log=None, engine_class=SdxlEngine):
+        """Start empty: nothing configured, nothing loaded."""
+        self._log = log
+        self._engine_class = engine_class
+        self._wanted_lock = threading.Lock()
+        self._wanted = None
+        self._engine_lock = threading.Lock()
+        self._engine = None
+
+    def configure(self, config):
+        """Want the models `config` names; a loaded engine with other models reloads on use."""
+        with self._wanted_lock:
+            self._wanted = config
+
+    @property
+    def configured(self):
+        """Whether a configuration was given (and not cleared)."""
+        with self._wanted_lock:
+            return self._wanted is not None
+
+    @property
+    def is_loaded(self):
+        """Whether an engine with loaded models is held (it may still be due a reload)."""
+        engine = self._engine
+        return engine is not None and engine.is_loaded
+
+    def load(self, on_loading=None):
+        """Load the wanted models unless they are loaded; return '' or why they cannot load."""
+        with self._engine_lock:
+            return self._load_if_needed(on_loading)
+
+    @contextmanager
+    def engine(self, on_loading=None):
+        """
+        Hold the loaded engine for one generation; load or reload it first when needed.
+
+        `on_loading()` is called before a load starts. Raises ModelLoadError with the reason
+        when the models cannot be loaded (the next use tries again).
+        """
+        with self._engine_lock:
+            problem = self._load_if_needed(on_loading)
+            if problem:
+                raise ModelLoadError(problem)
+            yield self._engine
+
+    def unload(self):
+        """Free the models (after a running generation); return whether any were loaded."""
+        with self._engine_lock:
+            engine, self._engine = self._engine, None
+            if engine is None or not engine.is_loaded:
+                return False
+            engine.unload()
+            return True
+
+    def clear(self):
+        """Free the models and forget the configuration; return whether any were loaded."""
+        with self._wanted_lock:
+            self._wanted = None
+        return self.unload()
+
+    def _load_if_needed(self, on_loading):
+        """Make the held engine match the wanted configuration (engine lock held)."""
+        with self._wanted_lock:
+            config = self._wanted
+        if config is None:
+            return 'the node is not configured'
+        engine = self._engine
+        if engine is not None and engine.is_loaded \
+                and _load_key(engine.config) == _load_key(config):
+            engine.config.limits = config.limits
+            return ''
+        if on_loading is not None:
+            on_loading()
+        if engine is not None:
+            engine.unload()
+        self._engine = None
+        return self._load(config)
+
+    def _load(self, config):
+        """Build and load an engine for `config` (engine lock held); '' or the reason."""
+        names = f'base {config.base_model!r}, refiner {config.refiner_model!r}'
+        self._info(f'loading models: {names}')
+        started = time.monotonic()
+        engine = self._engine_class(replace(config))
+        try:
+            engine.load()
+        except ModelLoadError as error:
+            reason = f'cannot load models ({names}): {error}'
+            if self._log is not None:
+                self._log.error(reason)
+            return reason
+        self._engine = engine
+        self._info(f'models loaded in {time.monotonic() - started:.1f} s')
+        return ''
+
+    def _info(self, message):
+        """Log `message` at info level, if there is a log."""
+        if self._log is not None:
+            self._log.info(message)

@@ -1,0 +1,139 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""
+The execute path of one goal: from its turn to its terminal state, with feedback.
+
+The node decides when a goal runs (goal_queue.py); this module decides how it ends: refused,
+cancelled or stopped before it ran, or generated (models reloaded first when their parameters
+changed), then succeeded, cancelled or aborted with the reason. It blocks for the whole
+generation, so the node calls it from a plain `def` execute callback of a reentrant group under
+a multi-threaded executor, where cancel requests are still served.
+"""
+
+import threading
+
+from sdxl_ros.action import GenerateImage
+from sdxl_ros.engine import EngineError, GenerationCancelled, Progress
+from sdxl_ros.engine.request import RequestError
+from sdxl_ros.ros.goal_conversion import progress_to_feedback
+
+
+class Admission:
+    """One accepted goal until its end: the request or why it is refused, and its stop flag."""
+
+    def __init__(self, request=None, refusal='', ticket=None):
+        """Hold a validated request and its queue ticket, or a refusal message."""
+        self.request = request
+        self.refusal = refusal
+        self.ticket = ticket
+        self.stop_reason = ''
+        self.cancel = threading.Event()
+        self.goal_handle = None
+
+    def stop(self, reason):
+        """Ask the goal to end aborted with `reason` (a running one stops at its next step)."""
+        self.stop_reason = reason
+        self.cancel.set()
+
+
+def memory_refusal(engine, request):
+    """On CUDA: a reason to refuse when the request would not fit free memory, else ''."""
+    usable = engine.usable_memory_bytes()
+    if usable is None:
+        return ''
+    need = engine.estimate_memory_bytes(request)
+    if need <= usable:
+        return ''
+    gib = 1024 ** 3
+    return (f'refused: {request.width}x{request.height} x{request.num_images} needs about '
+            f'{need / gib:.1f} GiB but only {usable / gib:.1f} GiB of GPU memory is '
+            'usable; use a smaller size, vae_tiling or memory_mode model_offload')
+
+
+class GoalRunner:
+    """Runs admitted goals on the engine slot and ends each with a result."""
+
+    def __init__(self, slot, publishing, logger):
+        """Use `slot` (EngineSlot) for the engine and `publishing` for images."""
+        self._slot = slot
+        self._publishing = publishing
+        self._log = logger
+
+    def run(self, goal_handle, admission, params):
+        """End one goal (refused, stopped, cancelled or generated); return its result."""
+        if admission.refusal:
+            return self._abort(goal_handle, admission.refusal)
+        if goal_handle.is_cancel_requested or admission.stop_reason:
+            return self._end_before_run(goal_handle, admission)
+        try:
+            return self._generate(goal_handle, admission, params)
+        except GenerationCancelled:
+            return self._end_cancelled(goal_handle, admission)
+        except RequestError as error:
+            return self._abort(goal_handle, f'refused: {error}')
+        except EngineError as error:  # ModelLoadError, OutOfMemory, ...
+            return self._abort(goal_handle, str(error))
+
+    def _generate(self, goal_handle, admission, params):
+        """Generate the images of a goal whose turn it is and end it."""
+        def on_loading():
+            goal_handle.publish_feedback(
+                progress_to_feedback(Progress(stage='loading'), GenerateImage.Feedback()))
+
+        with self._slot.engine(on_loading) as engine:
+            problem = memory_refusal(engine, admission.request)
+            if problem:
+                return self._abort(goal_handle, problem)
+            if goal_handle.is_cancel_requested:
+                # Cancelled while the models loaded: stop before the first step.
+                admission.cancel.set()
+            result = engine.generate(
+                admission.request, cancel=admission.cancel,
+                on_progress=lambda progress: self._on_progress(
+                    goal_handle, admission, progress, params),
+                preview_every_n_steps=params.preview_every_n_steps)
+        if goal_handle.is_cancel_requested or admission.stop_reason:
+            return self._end_cancelled(goal_handle, admission)
+        return self._succeed(goal_handle, result, params)
+
+    def _on_progress(self, goal_handle, admission, progress, params):
+        """Engine progress -> feedback (and preview); turns a cancel request into the flag."""
+        if goal_handle.is_cancel_requested:
+            admission.cancel.set()
+        goal_handle.publish_feedback(progress_to_feedback(progress, GenerateImage.Feedback()))
+        if progress.preview is not None and not admission.cancel.is_set():
+            self._publishing.preview(progress.preview, params.frame_id)
+
+    def _end_before_run(self, goal_handle, admission):
+        """End a goal that never ran: cancelled while queued, or stopped by a transition."""
+        if goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+            self._log.info('goal cancelled while queued')
+            return GenerateImage.Result(message='cancelled while queued; nothing was generated')
+        return self._abort(goal_handle, f'{admission.stop_reason} while the goal was queued')
+
+    def _end_cancelled(self, goal_handle, admission):
+        """End a goal stopped mid-generation: cancelled by its client or by a transition."""
+        if goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+            self._log.info('goal cancelled while running; nothing was published')
+            return GenerateImage.Result(
+                message='cancelled while generating; no image was published')
+        return self._abort(goal_handle, f'{admission.stop_reason} while generating')
+
+    def _abort(self, goal_handle, message):
+        """Abort a goal with `message` (logged) and return its result."""
+        goal_handle.abort()
+        self._log.warn(f'goal aborted: {message}')
+        return GenerateImage.Result(message=message)
+
+    def _succeed(self, goal_handle, result, params):
+        """Publish the images, save them if asked, and end the goal succeeded."""
+        images = self._publishing.results(result, params.frame_id, params.output_dir)
+        goal_handle.succeed()
+        self._log.info(
+            f'goal succeeded: {len(images)} image(s), seeds {result.seeds}, '
+            f'{result.elapsed_sec:.2f} s')
+        return GenerateImage.Result(
+            images=images, seeds=list(result.seeds), parameters=result.infotexts[0],
+            elapsed_sec=float(result.elapsed_sec), message='')

@@ -1,0 +1,162 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""
+Which admitted goal runs when, the way ROS 2's own examples queue goals (server_queue_goals.py).
+
+The goal callback admits a goal (a queue place reserved, or a refusal) and hands the
+Admission to `handle_accepted_callback` (`hand_over`/`accept`); a goal whose turn it is gets
+`goal_handle.execute()`, and when its execute callback ends (`finished`) the next one is
+executed. No thread waits per goal: one timer (`tick`) republishes the positions of the
+waiting goals and ends the waiting goals that were cancelled or stopped.
+"""
+
+import threading
+import time
+
+from sdxl_ros.action import GenerateImage
+from sdxl_ros.ros.goal_conversion import queued_feedback
+from sdxl_ros.ros.goal_queue import GoalQueue, QueueFull
+from sdxl_ros.ros.goal_runner import Admission
+
+#: Waiting goals repeat their 'queued' feedback this often (seconds), for late listeners.
+QUEUED_FEEDBACK_SEC = 1.0
+#: Period of the scheduler's timer (seconds). A cancel request becomes visible on its goal
+#: only after the cancel callback returns, so a cancelled waiting goal ends at the next tick.
+TICK_SEC = 0.2
+#: A place reserved in the goal callback is handed over within milliseconds. One older than
+#: this belongs to a goal whose response could not be sent (its client vanished), which rclpy
+#: then never hands over: the tick gives it back so it cannot hold up the goals behind it.
+RESERVATION_SEC = 10.0
+
+
+def goal_key(goal_handle):
+    """Return the key of a goal: its UUID as bytes."""
+    return bytes(goal_handle.goal_id.uuid)
+
+
+class GoalScheduler:
+    """Accepted goals from hand-over to the end of their execute callback; thread-safe."""
+
+    def __init__(self, max_waiting):
+        """Let one goal run and at most `max_waiting` wait."""
+        self._queue = GoalQueue(max_waiting)
+        self._lock = threading.Lock()
+        self._goals = {}
+        self._dropped = []
+        self._handoff = threading.local()
+        self._published = ({}, 0.0)
+
+    def reserve(self, request):
+        """Return the Admission of a valid request: a reserved place, or 'queue is full'."""
+        try:
+            return Admission(request, ticket=self._queue.reserve())
+        except QueueFull as error:
+            return Admission(refusal=f'refused: {error}')
+
+    def hand_over(self, admission):
+        """
+        Keep `admission` for the `accept` call that follows on this thread.
+
+        rclpy calls the goal callback and then handle_accepted_callback back to back in one
+        task (no await between them), so a thread-local carries the admission.
+        """
+        self._handoff.admission = admission
+
+    def accept(self, goal_handle, admit):
+        """Queue an accepted goal (`admit(goal)` if no hand-over came); end a refused one now."""
+        admission = getattr(self._handoff, 'admission', None) or admit(goal_handle.request)
+        self._handoff.admission = None
+        admission.goal_handle = goal_handle
+        key = goal_key(goal_handle)
+        with self._lock:
+            self._goals[key] = admission
+        if admission.ticket is None:
+            goal_handle.execute()
+            return
+        try:
+            self._start(self._queue.add(key, admission.ticket))
+        except ValueError:  # handed over after RESERVATION_SEC: its place was given back
+            admission.refusal = 'refused: its queue place expired before it was accepted'
+            goal_handle.execute()
+            return
+        self.publish_positions(force=True)
+
+    def cancel(self, goal_handle):
+        """Take a waiting goal out of the queue at once when its cancel request comes."""
+        if self._queue.remove(goal_key(goal_handle)):
+            self._drop([goal_key(goal_handle)])
+            self.publish_positions(force=True)
+
+    def admission(self, goal_handle):
+        """Return the Admission of an accepted goal."""
+        with self._lock:
+            return self._goals[goal_key(goal_handle)]
+
+    def finished(self, goal_handle):
+        """Forget a goal whose execute callback ended; if it was running, start the next."""
+        key = goal_key(goal_handle)
+        with self._lock:
+            self._goals.pop(key, None)
+        if self._queue.running == key:
+            self._start(self._queue.finish(key))
+            self.publish_positions(force=True)
+
+    def tick(self):
+        """Timer: end the dropped goals whose cancel took effect; republish the positions."""
+        self._start(self._queue.expire(RESERVATION_SEC))
+        with self._lock:
+            cancelled = [key for key in self._queue.positions()
+                         if self._goals[key].goal_handle.is_cancel_requested]
+        self._drop([key for key in cancelled if self._queue.remove(key)])
+        with self._lock:
+            ready = [a for a in self._dropped
+                     if a.stop_reason or a.goal_handle.is_cancel_requested]
+            self._dropped = [a for a in self._dropped if a not in ready]
+        for admission in ready:
+            admission.goal_handle.execute()
+        self.publish_positions()
+
+    def stop_all(self, reason):
+        """End every goal with `reason`: waiting ones now, the running one at its next step."""
+        with self._lock:
+            running = self._goals.get(self._queue.running)
+        if running is not None:
+            running.stop(reason)
+        waiting = self._queue.clear()
+        with self._lock:
+            for key in waiting:
+                self._goals[key].stop(reason)
+        self._drop(waiting)
+        self.tick()
+
+    def busy(self):
+        """Whether any accepted goal has not ended yet."""
+        with self._lock:
+            return bool(self._goals)
+
+    def publish_positions(self, force=False):
+        """Send 'queued' feedback to waiting goals when positions changed or a second passed."""
+        positions = self._queue.positions()
+        now = time.monotonic()
+        with self._lock:
+            last, at = self._published
+            if not force and positions == last and now - at < QUEUED_FEEDBACK_SEC:
+                return
+            self._published = (positions, now)
+            handles = [(self._goals[key].goal_handle, position)
+                       for key, position in positions.items() if key in self._goals]
+        for handle, position in handles:
+            handle.publish_feedback(queued_feedback(position, GenerateImage.Feedback()))
+
+    def _drop(self, keys):
+        """Remember goals taken out of the queue until they can be ended."""
+        with self._lock:
+            self._dropped.extend(self._goals[key] for key in keys)
+
+    def _start(self, key):
+        """Execute the goal whose turn it is (None: nobody's)."""
+        if key is None:
+            return
+        with self._lock:
+            admission = self._goals[key]
+        admission.goal_handle.execute()
