@@ -80,7 +80,7 @@ class Sampler:
         return sample
 
     def _run(self):
-        """Sampling loop."""
+        """Sample until stopped, keeping the peaks."""
         while not self._stop.is_set():
             sample = self._sample()
             for key, value in sample.items():
@@ -125,7 +125,7 @@ def _paths(args):
 
 
 def _config(args, **fields):
-    """EngineConfig on the written single files."""
+    """Return the engine configuration on the written single files."""
     from sdxl_ros.engine import EngineConfig
     from sdxl_ros.engine.request import Limits
     paths, tok_dir = _paths(args)
@@ -138,7 +138,7 @@ def _config(args, **fields):
 
 
 def _request(args):
-    """The image every mode run makes (few steps: the peaks do not depend on the count)."""
+    """Return the image request of every mode run (few steps: peaks do not depend on them)."""
     from sdxl_ros.engine.request import GenerationRequest
     return GenerationRequest(prompt=PROMPT, width=args.size, height=args.size,
                              steps=args.steps, guidance_scale=7.0, refiner_switch=0.8,
@@ -241,7 +241,7 @@ def child_load(args):
 
 
 def _stock_load(args):
-    """The loader before this change: diffusers' pipeline from_single_file, then .to()."""
+    """Load as before this change: diffusers' pipeline from_single_file, then .to()."""
     import torch
     from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
     from sdxl_ros.engine import tokenizers as toks

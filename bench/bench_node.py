@@ -43,14 +43,14 @@ def _ms(values):
 
 
 def _image_qos():
-    """The node's ~/image QoS (reliable, transient local, depth 1)."""
+    """Return the node's ~/image QoS (reliable, transient local, depth 1)."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def run_subscriber(topic, count, ready_path):
-    """Subscriber process: print the latency of the first `count` images as JSON."""
+    """Run the subscriber process: print the latency of the first `count` images as JSON."""
     import rclpy
     from sensor_msgs.msg import Image
     rclpy.init()
