@@ -3,10 +3,12 @@
 """
 Load SDXL base + refiner from presets, single-file checkpoints or diffusers folders, offline.
 
-Single files are read with diffusers' `from_single_file`, given a bundled config folder from
-`resource/models` and `local_files_only=True`, so nothing is ever looked up on a model hub.
-The refiner always reuses the base's second text encoder, its tokenizer and the VAE: one copy
-in memory.
+Single files are converted by diffusers' per-model `from_single_file` (and its CLIP
+converter), given a bundled config folder from `resource/models` and `local_files_only=True`,
+so nothing is ever looked up on a model hub. Their tensors are read one model at a time
+straight onto the target device (`CheckpointReader`): on a Jetson the CPU and GPU share one
+RAM, and building on the CPU and then copying held the weights twice. The refiner always
+reuses the base's second text encoder, its tokenizer and the VAE: one copy in memory.
 """
 
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ KEY_CLIP_L = 'conditioner.embedders.0.transformer.text_model.embeddings.position
 KEY_BIGG_BASE = 'conditioner.embedders.1.model.positional_embedding'
 KEY_BIGG_REFINER = 'conditioner.embedders.0.model.positional_embedding'
 KEY_VAE = 'first_stage_model.decoder.conv_out.weight'
+UNET_PREFIX = 'model.diffusion_model.'
+VAE_PREFIX = 'first_stage_model.'
 
 # Bundled configs a single file may match, per role, tried in order.
 SINGLE_FILE_CONFIGS = {'base': ('sdxl-base', 'tiny-base'),
@@ -165,32 +169,47 @@ def pick_single_file_config(shapes, role, path):
         f'{text_width}); supported: the SDXL 1.0 base/refiner layout')
 
 
+def _assemble(role, config_name, parts, share_from=None, tokenizers=(None, None)):
+    """
+    Put components into a base or refiner pipeline, with the init flags of the config folder.
+
+    The refiner takes encoder 2, its tokenizer and the VAE from `share_from` (one copy).
+    """
+    import json
+    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+    index = json.loads((model_config_dir(config_name) / 'model_index.json').read_text())
+    scheduler = build_component(config_name, 'scheduler', None, None)
+    if role == 'refiner':
+        return StableDiffusionXLImg2ImgPipeline(
+            vae=share_from.vae, text_encoder=None, text_encoder_2=share_from.text_encoder_2,
+            tokenizer=None, tokenizer_2=share_from.tokenizer_2, unet=parts['unet'],
+            scheduler=scheduler,
+            requires_aesthetics_score=index.get('requires_aesthetics_score', True),
+            force_zeros_for_empty_prompt=index.get('force_zeros_for_empty_prompt', False),
+            add_watermarker=False)
+    return StableDiffusionXLPipeline(
+        vae=parts['vae'], text_encoder=parts['text_encoder'],
+        text_encoder_2=parts['text_encoder_2'], tokenizer=tokenizers[0],
+        tokenizer_2=tokenizers[1], unet=parts['unet'], scheduler=scheduler,
+        force_zeros_for_empty_prompt=index.get('force_zeros_for_empty_prompt', True),
+        add_watermarker=False)
+
+
 def _preset_pipelines(preset_name, device, dtype, share_from=None, refiner=False):
     """Build a preset's base (or refiner, sharing `share_from`'s encoder 2, VAE, tokenizer)."""
-    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
     preset = PRESETS[preset_name]
     if refiner:
         config = preset.refiner_config
-        return StableDiffusionXLImg2ImgPipeline(
-            vae=share_from.vae, text_encoder=None, text_encoder_2=share_from.text_encoder_2,
-            tokenizer=None, tokenizer_2=share_from.tokenizer_2,
-            unet=build_component(config, 'unet', device, dtype),
-            scheduler=build_component(config, 'scheduler', device, dtype),
-            requires_aesthetics_score=True, force_zeros_for_empty_prompt=False,
-            add_watermarker=False)
+        return _assemble('refiner', config,
+                         {'unet': build_component(config, 'unet', device, dtype)}, share_from)
     config = preset.base_config
     if preset.tokenizers == 'tiny':
-        tokenizer, tokenizer_2 = toks.tiny_tokenizers()
+        tokenizers = toks.tiny_tokenizers()
     else:
-        tokenizer, tokenizer_2 = _benchmark_tokenizers()
-    return StableDiffusionXLPipeline(
-        vae=build_component(config, 'vae', device, dtype),
-        text_encoder=build_component(config, 'text_encoder', device, dtype),
-        text_encoder_2=build_component(config, 'text_encoder_2', device, dtype),
-        tokenizer=tokenizer, tokenizer_2=tokenizer_2,
-        unet=build_component(config, 'unet', device, dtype),
-        scheduler=build_component(config, 'scheduler', device, dtype),
-        force_zeros_for_empty_prompt=True, add_watermarker=False)
+        tokenizers = _benchmark_tokenizers()
+    parts = {name: build_component(config, name, device, dtype)
+             for name in ('text_encoder', 'text_encoder_2', 'unet', 'vae')}
+    return _assemble('base', config, parts, tokenizers=tokenizers)
 
 
 def _benchmark_tokenizers():
@@ -203,29 +222,149 @@ def _benchmark_tokenizers():
     return toks.clip_tokenizers_from_bpe(bpe) if bpe else toks.tiny_tokenizers()
 
 
-def _single_file_pipeline(source, role, dtype, tokenizer_dir, share_from=None):
-    """Load a single-file checkpoint with a bundled config, strictly offline."""
-    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+# safetensors dtype names (the format's spec) -> torch dtype attribute names.
+_SAFETENSORS_DTYPES = {
+    'F64': 'float64', 'F32': 'float32', 'F16': 'float16', 'BF16': 'bfloat16',
+    'I64': 'int64', 'I32': 'int32', 'I16': 'int16', 'I8': 'int8', 'U8': 'uint8',
+    'BOOL': 'bool', 'F8_E4M3': 'float8_e4m3fn', 'F8_E5M2': 'float8_e5m2'}
+
+
+class CheckpointReader:
+    """
+    Read a single-file checkpoint's tensors, a key prefix at a time, onto a chosen device.
+
+    Hand-written for safetensors instead of `safetensors.torch.load_file`: that maps the whole
+    file and every page it touches stays in the process until the last tensor is dropped, so
+    loading onto a GPU held the weights twice (file pages + device copy). On a Jetson, whose
+    CPU and GPU share one RAM, that is ~25 GB for SDXL's 12.4 GB of files. Here each tensor is
+    read with plain file reads into a small reusable host buffer and copied to the device, so
+    the host holds at most one tensor beyond what is being built. Pickle checkpoints (.ckpt)
+    are memory-mapped by torch and moved per tensor.
+    """
+
+    def __init__(self, path):
+        """Parse the header (safetensors) or map the pickle (.ckpt); nothing is read yet."""
+        import json
+        import struct
+        self.path = str(path)
+        self._pickle = None
+        self._header = None
+        if Path(path).suffix.lower() == '.safetensors':
+            with open(self.path, 'rb') as stream:
+                length = struct.unpack('<Q', stream.read(8))[0]
+                header = json.loads(stream.read(length))
+            header.pop('__metadata__', None)
+            self._data_start = 8 + length
+            self._header = header
+        else:
+            import torch
+            data = torch.load(self.path, map_location='cpu', weights_only=True, mmap=True)
+            while isinstance(data, dict) and 'state_dict' in data:
+                data = data['state_dict']
+            self._pickle = data
+
+    def keys(self):
+        """Return the checkpoint's tensor names."""
+        return list(self._header if self._header is not None else self._pickle)
+
+    def read(self, prefixes, device):
+        """Return {key: tensor} for the keys starting with one of `prefixes`, on `device`."""
+        import torch
+        device = torch.device(device)
+        keys = [key for key in self.keys() if key.startswith(tuple(prefixes))]
+        if self._pickle is not None:
+            return {key: self._pickle[key].to(device) for key in keys
+                    if isinstance(self._pickle[key], torch.Tensor)}
+        entries = sorted(((self._header[key]['data_offsets'], key) for key in keys))
+        largest = max((end - begin for (begin, end), _key in entries), default=0)
+        staging = torch.empty(largest if device.type != 'cpu' else 0, dtype=torch.uint8)
+        out = {}
+        with open(self.path, 'rb', buffering=0) as stream:
+            for (begin, end), key in entries:
+                entry = self._header[key]
+                dtype = getattr(torch, _SAFETENSORS_DTYPES[entry['dtype']])
+                size = end - begin
+                # A CPU target keeps each buffer as its tensor; a device target reuses one.
+                buffer = (torch.empty(size, dtype=torch.uint8) if device.type == 'cpu'
+                          else staging[:size])
+                stream.seek(self._data_start + begin)
+                if size and stream.readinto(memoryview(buffer.numpy())) != size:
+                    raise ModelLoadError(f'checkpoint {self.path} is truncated at {key}: '
+                                         'download it again')
+                tensor = buffer.view(dtype).reshape(entry['shape'])
+                out[key] = tensor if device.type == 'cpu' else tensor.to(device)
+        return out
+
+
+# Key prefixes of each text encoder in the SGM layout, per role (the refiner has only bigG).
+_TEXT_PREFIXES = {'base': (('text_encoder', 'conditioner.embedders.0.transformer.'),
+                           ('text_encoder_2', 'conditioner.embedders.1.model.')),
+                  'refiner': ()}
+
+
+def _single_file_components(path, config_name, role, device, dtype):
+    """
+    Build the models of a single-file checkpoint straight onto `device`, one at a time.
+
+    The refiner's text encoder and VAE are not read at all (the base's are shared). The text
+    encoders go first through the host (diffusers' CLIP converter builds them there) and move
+    to the device before the UNet is read, so the host never holds more than one encoder.
+    """
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    classes = {'text_encoder': CLIPTextModel, 'text_encoder_2': CLIPTextModelWithProjection}
+    folder = str(model_config_dir(config_name))
+    reader = CheckpointReader(path)
+    parts = {}
+    for name, prefix in _TEXT_PREFIXES[role]:
+        state = reader.read((prefix,), 'cpu')
+        model = create_diffusers_clip_model_from_ldm(
+            classes[name], state, subfolder=name, config=folder, torch_dtype=dtype,
+            local_files_only=True)
+        del state
+        parts[name] = model.to(device)
+    wanted = [('unet', UNet2DConditionModel, UNET_PREFIX)]
+    if role == 'base':
+        wanted.append(('vae', AutoencoderKL, VAE_PREFIX))
+    for name, cls, prefix in wanted:
+        state = reader.read((prefix,), device)
+        # `device` puts the weights where the state dict already is (diffusers >= 0.28
+        # accepts it); the `.to` after is a no-op then, and the fallback where it is not.
+        parts[name] = cls.from_single_file(
+            state, config=folder, subfolder=name, torch_dtype=dtype, local_files_only=True,
+            device=device).to(device)
+        del state
+        if torch.device(device).type == 'cuda':
+            torch.cuda.empty_cache()
+    return parts
+
+
+def _single_file_pipeline(source, role, device, dtype, tokenizer_dir, share_from=None):
+    """Load a single-file checkpoint with a bundled config, strictly offline, onto `device`."""
     shapes = read_checkpoint_shapes(source.location)
     config_name = pick_single_file_config(shapes, role, source.location)
-    if config_name.startswith('tiny'):
-        tokenizer, tokenizer_2 = toks.tiny_tokenizers()
-    elif share_from is None:
-        tokenizer, tokenizer_2 = toks.find_tokenizers(tokenizer_dir)
-    kwargs = {'config': str(model_config_dir(config_name)), 'local_files_only': True,
-              'torch_dtype': dtype, 'add_watermarker': False}
+    tokenizers = (None, None)
+    if role == 'base':
+        tokenizers = (toks.tiny_tokenizers() if config_name.startswith('tiny')
+                      else toks.find_tokenizers(tokenizer_dir))
     try:
-        if role == 'refiner':
-            return StableDiffusionXLImg2ImgPipeline.from_single_file(
-                source.location, text_encoder_2=share_from.text_encoder_2, vae=share_from.vae,
-                tokenizer_2=share_from.tokenizer_2, **kwargs)
-        return StableDiffusionXLPipeline.from_single_file(
-            source.location, tokenizer=tokenizer, tokenizer_2=tokenizer_2, **kwargs)
+        parts = _single_file_components(source.location, config_name, role, device, dtype)
+        return _assemble(role, config_name, parts, share_from, tokenizers)
     except ModelLoadError:
         raise
     except Exception as error:  # noqa: BLE001 - report any conversion failure clearly
+        if _is_oom_error(error):
+            raise
         raise ModelLoadError(
             f'cannot load {role} checkpoint {source.location}: {error}') from error
+
+
+def _is_oom_error(error):
+    """Whether torch ran out of memory (the engine turns that into advice on memory modes)."""
+    import torch
+    return isinstance(error, torch.OutOfMemoryError) or 'out of memory' in str(error).lower()
 
 
 def _folder_variant(folder):
@@ -259,7 +398,7 @@ def _load_one(source, role, device, dtype, tokenizer_dir, share_from=None):
         return _preset_pipelines(source.location, device, dtype, share_from,
                                  refiner=role == 'refiner')
     if source.kind == 'single_file':
-        return _single_file_pipeline(source, role, dtype, tokenizer_dir, share_from)
+        return _single_file_pipeline(source, role, device, dtype, tokenizer_dir, share_from)
     return _folder_pipeline(source, role, dtype, share_from)
 
 
