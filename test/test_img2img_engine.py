@@ -4,7 +4,7 @@
 
 import threading
 
-from engine_fixtures import TINY_LIMITS, tiny_engine, tiny_request
+from engine_fixtures import tiny_engine, TINY_LIMITS, tiny_request
 import numpy as np
 from PIL import Image, ImageFilter
 import pytest

@@ -178,13 +178,13 @@ def _check_image(value, field, channels):
     return value
 
 
-def _check_init_fields(request, steps, limits):
+def _check_init_fields(request, steps):
     """Validate the img2img/inpainting fields; return the changes for `replace`."""
     strength = _check_float(request.denoising_strength, 'denoising_strength')
     if not 0.0 < strength <= 1.0:
         raise RequestError(
             f'denoising_strength {strength} is out of range: use a fraction in (0, 1] '
-            '(0.75 = re-noise 75% of the schedule; 1 = ignore the picture\'s content)')
+            '(0.75 = re-noise 75% of the schedule; 1 = keep nothing of the picture but its layout in noise)')
     if not isinstance(request.resize_mode, str) or \
             canonical_resize_mode(request.resize_mode) is None:
         raise RequestError(f'unknown resize_mode {request.resize_mode!r}: use one of '
@@ -230,8 +230,8 @@ def validate_request(request, limits=None):
     Check every field of `request` and return the normalised request.
 
     With an init image, width/height 0 become its size fitted into the limits; the resize mode
-    becomes its A1111 label. Normalisation: prompts lose surrounding whitespace and control characters other than
-    tab/newline, the scheduler name becomes its canonical spelling, guidance and switch are
+    becomes its A1111 label. Normalisation: prompts lose surrounding whitespace and control
+    characters other than tab/newline, the scheduler name becomes its canonical spelling, guidance and switch are
     rounded to float32 precision (7 significant digits).
     Raises `RequestError` naming the field, the bad value and what is allowed.
     """
@@ -245,7 +245,7 @@ def validate_request(request, limits=None):
     steps = _check_int(request.steps, 'steps')
     if not 1 <= steps <= limits.max_steps:
         raise RequestError(f'steps {steps} is out of range: use 1..{limits.max_steps}')
-    init_changes = _check_init_fields(request, steps, limits)
+    init_changes = _check_init_fields(request, steps)
     width, height = request.width, request.height
     init = init_changes.get('init_image')
     if init is not None and (width == 0 or height == 0):
