@@ -184,7 +184,7 @@ def _check_init_fields(request, steps):
     if not 0.0 < strength <= 1.0:
         raise RequestError(
             f'denoising_strength {strength} is out of range: use a fraction in (0, 1] '
-            '(0.75 = re-noise 75% of the schedule; 1 = keep nothing of the picture but its layout in noise)')
+            '(0.75 = re-noise 75% of the schedule; 1 = start from pure noise)')
     if not isinstance(request.resize_mode, str) or \
             canonical_resize_mode(request.resize_mode) is None:
         raise RequestError(f'unknown resize_mode {request.resize_mode!r}: use one of '
@@ -231,8 +231,8 @@ def validate_request(request, limits=None):
 
     With an init image, width/height 0 become its size fitted into the limits; the resize mode
     becomes its A1111 label. Normalisation: prompts lose surrounding whitespace and control
-    characters other than tab/newline, the scheduler name becomes its canonical spelling, guidance and switch are
-    rounded to float32 precision (7 significant digits).
+    characters other than tab/newline, the scheduler name becomes its canonical spelling,
+    guidance and switch are rounded to float32 precision (7 significant digits).
     Raises `RequestError` naming the field, the bad value and what is allowed.
     """
     limits = limits or Limits()
