@@ -22,7 +22,7 @@ def engine():
 
 
 def picture(seed=0, height=64, width=64):
-    """Return a smooth random RGB picture (uint8 HxWx3)."""
+    """Make a smooth random RGB test image, uint8 HxWx3."""
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8)
     return np.asarray(Image.fromarray(small).resize((width, height), Image.BILINEAR))
@@ -137,7 +137,7 @@ def test_cancel_mid_img2img_decodes_nothing(engine):
 
 
 def _blurred(mask, blur):
-    """The mask as the engine blurs it (PIL Gaussian, A1111's radius)."""
+    """Blur the mask as the engine does (PIL Gaussian, A1111's radius)."""
     return np.asarray(Image.fromarray(mask).filter(ImageFilter.GaussianBlur(blur)))
 
 

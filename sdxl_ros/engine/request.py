@@ -63,7 +63,7 @@ class GenerationRequest:
     #: Fraction of the schedule re-noised and denoised again (A1111 meaning), in (0, 1].
     denoising_strength: float = DEFAULT_DENOISING_STRENGTH
     #: One of RESIZE_MODES (any case; empty = 'Just resize').
-    resize_mode: str = ''
+    resize_mode: str = RESIZE_MODES[0]
     #: Inpainting: uint8 HxW mask of the init image's size, white (>= 128) = repaint.
     mask_image: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
     mask_blur: int = DEFAULT_MASK_BLUR
