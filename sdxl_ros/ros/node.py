@@ -35,9 +35,11 @@ from sdxl_ros.engine import (EngineError, GenerationCancelled, ModelLoadError, P
                              SdxlEngine)
 from sdxl_ros.engine.png_io import save_png
 from sdxl_ros.engine.request import RequestError, validate_request
-from sdxl_ros.ros.goal_conversion import goal_to_request, progress_to_feedback, queued_feedback
+from sdxl_ros.ros.goal_conversion import (goal_to_request, init_topic, progress_to_feedback,
+                                          queued_feedback, stand_in_frame)
 from sdxl_ros.ros.goal_queue import GoalQueue, QueueFull
 from sdxl_ros.ros.image_conversion import numpy_to_image_msg
+from sdxl_ros.ros.init_frame import wait_for_frame
 from sdxl_ros.ros.model_listing import list_models
 from sdxl_ros.ros.node_parameters import (check_parameters, needs_reload, NodeParameters,
                                           PARAMETERS, RELOAD_PARAMETERS)
@@ -70,10 +72,11 @@ RESULT_TIMEOUT_SEC = 60
 class Admission:
     """One accepted goal from goal_callback to its end: the request or why it is refused."""
 
-    def __init__(self, request=None, refusal=''):
-        """Hold a validated request, or a refusal message."""
+    def __init__(self, request=None, refusal='', init_topic=''):
+        """Hold a validated request (its init image still to come from `init_topic`)."""
         self.request = request
         self.refusal = refusal
+        self.init_topic = init_topic
         self.stop_reason = ''
         self.cancel = threading.Event()
         self.created = time.monotonic()
@@ -260,10 +263,13 @@ class SdxlNode(LifecycleNode):
                                      'it through its lifecycle, or set autostart true)')
         params = self._params
         try:
-            request = validate_request(goal_to_request(goal, params), params.limits())
+            topic = init_topic(goal)
+            # A topic goal is checked against a stand-in frame now, its real frame later.
+            frame = stand_in_frame(goal, params) if topic else None
+            request = validate_request(goal_to_request(goal, params, frame), params.limits())
         except RequestError as error:
             return Admission(refusal=f'refused: {error}')
-        admission = Admission(request)
+        admission = Admission(request, init_topic=topic)
         try:
             self._queue.push(admission)
         except QueueFull as error:
@@ -337,6 +343,10 @@ class SdxlNode(LifecycleNode):
     def _run(self, goal_handle, admission):
         """Generate the images of a goal at the head of the queue and end it."""
         params = self._params
+        if admission.init_topic:
+            ended = self._take_init_frame(goal_handle, admission, params)
+            if ended is not None:
+                return ended
         with self._engine_lock:
             problem = self._prepare_engine(goal_handle, params)
             if problem:
@@ -362,6 +372,30 @@ class SdxlNode(LifecycleNode):
         if goal_handle.is_cancel_requested or admission.stop_reason:
             return self._end_cancelled(goal_handle, admission)
         return self._succeed(goal_handle, result, params)
+
+    def _take_init_frame(self, goal_handle, admission, params):
+        """Wait for the goal's init_image_topic frame; None when it came, else the result."""
+        goal_handle.publish_feedback(
+            progress_to_feedback(Progress(stage='init_image'), GenerateImage.Feedback()))
+        frame, problem = wait_for_frame(
+            self, admission.init_topic, params.init_image_timeout_sec,
+            lambda: goal_handle.is_cancel_requested or bool(admission.stop_reason),
+            self._group)
+        if frame is None and not problem:
+            if goal_handle.is_cancel_requested:
+                goal_handle.canceled()
+                return GenerateImage.Result(
+                    message='cancelled while waiting for the init image; nothing was generated')
+            return self._abort(goal_handle,
+                               f'{admission.stop_reason} while waiting for the init image')
+        if frame is None:
+            return self._abort(goal_handle, f'refused: init_image_topic: {problem}')
+        try:
+            admission.request = validate_request(
+                goal_to_request(goal_handle.request, params, frame), params.limits())
+        except RequestError as error:
+            return self._abort(goal_handle, f'refused: {error}')
+        return None
 
     def _prepare_engine(self, goal_handle, params):
         """Reload the models if their parameters changed (engine lock held); '' or a reason."""
