@@ -160,3 +160,72 @@ def test_cli_ctrl_c_cancels_the_goal(shared_node, tmp_path):
     assert 'cancelled' in stderr
     assert not (tmp_path / 'never.png').exists()
     assert wait_for(lambda: shared_node.log().count('cancelled while running') > before, 10)
+
+
+IMG2IMG_INFOTEXT = INFOTEXT + ', Denoising strength: 0.6, Resize mode: Just resize'
+
+
+def _goal_msg():
+    action = pytest.importorskip('sdxl_ros.action', reason='interfaces not built')
+    return action.GenerateImage.Goal()
+
+
+def _write_inputs(tmp_path):
+    """Write an RGB photo and a mask (white box) as PNGs; return (photo, mask, arrays)."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    photo = np.asarray(Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+                       .resize((64, 64), Image.BILINEAR))
+    mask = np.zeros((64, 64), np.uint8)
+    mask[24:40, 24:40] = 255
+    Image.fromarray(photo).save(tmp_path / 'photo.png')
+    Image.fromarray(mask).save(tmp_path / 'mask.png')
+    return tmp_path / 'photo.png', tmp_path / 'mask.png', photo, mask
+
+
+def test_img2img_flags_fill_the_goal(tmp_path):
+    from sdxl_ros.ros.image_conversion import image_msg_to_numpy, mask_msg_to_numpy
+    photo, mask_path, pixels, mask = _write_inputs(tmp_path)
+    goal = build_goal(_args('a door', '--init-image', str(photo), '--mask', str(mask_path),
+                            '--strength', '0.6', '--resize-mode', 'crop and resize',
+                            '--mask-blur', '0', '--inpaint-full-res', '--inpaint-padding',
+                            '8'), _goal_msg())
+    assert np.array_equal(image_msg_to_numpy(goal.init_image), pixels)
+    assert np.array_equal(mask_msg_to_numpy(goal.mask_image), mask)
+    assert (round(goal.denoising_strength, 6), goal.resize_mode, goal.mask_blur,
+            goal.inpaint_full_res, goal.inpaint_full_res_padding) == (
+        0.6, 'crop and resize', 0, True, 8)
+    topic = build_goal(_args('a door', '--init-topic', '/camera/image_raw'), _goal_msg())
+    assert topic.init_image_topic == '/camera/image_raw' and topic.init_image.width == 0
+    assert build_goal(_args('a door'), _goal_msg()).mask_blur == 4
+
+
+def test_from_png_of_img2img_asks_for_the_init_image(tmp_path):
+    path = tmp_path / 'img2img.png'
+    save_png(path, np.zeros((8, 8, 3), np.uint8), IMG2IMG_INFOTEXT)
+    with pytest.raises(RequestError, match='pass --init-image FILE or --init-topic TOPIC'):
+        build_goal(_args('--from-png', str(path)), _goal_msg())
+    inpainted = tmp_path / 'inpainted.png'
+    save_png(inpainted, np.zeros((8, 8, 3), np.uint8), IMG2IMG_INFOTEXT + ', Mask blur: 4')
+    with pytest.raises(RequestError, match='--mask FILE'):
+        build_goal(_args('--from-png', str(inpainted), '--init-topic', '/cam'), _goal_msg())
+    goal = build_goal(_args('--from-png', str(path), '--init-topic', '/cam'), _goal_msg())
+    assert round(goal.denoising_strength, 6) == 0.6 and goal.init_image_topic == '/cam'
+    with pytest.raises(RequestError, match='cannot read'):
+        build_goal(_args('p', '--init-image', str(tmp_path / 'missing.png')), _goal_msg())
+
+
+@pytest.mark.ros
+def test_cli_inpaints_a_photo_and_keeps_the_unmasked_pixels(shared_node, tmp_path):
+    from PIL import Image, ImageFilter
+    photo, mask_path, pixels, mask = _write_inputs(tmp_path)
+    out = tmp_path / 'door.png'
+    done = _cli(shared_node, 'a red door', '--init-image', str(photo), '--mask',
+                str(mask_path), '--strength', '0.6', '--steps', '5', '--seed', '3',
+                '--output', str(out))
+    assert done.returncode == 0, done.stderr
+    result = np.asarray(Image.open(out))
+    outside = np.asarray(Image.fromarray(mask).filter(ImageFilter.GaussianBlur(4))) == 0
+    assert np.array_equal(result[outside], pixels[outside])
+    assert 'Denoising strength: 0.6, Resize mode: Just resize, Mask blur: 4' in \
+        read_png_parameters(out)

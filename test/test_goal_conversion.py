@@ -8,7 +8,7 @@ import pytest
 from ros_harness import over_the_wire
 from sdxl_ros.action import GenerateImage
 from sdxl_ros.engine.progress import Progress
-from sdxl_ros.engine.request import GenerationRequest, RequestError, validate_request
+from sdxl_ros.engine.request import GenerationRequest, Limits, RequestError, validate_request
 from sdxl_ros.ros.goal_conversion import (goal_to_request, progress_to_feedback, queued_feedback,
                                           request_to_goal)
 from sdxl_ros.ros.node_parameters import NodeParameters
@@ -96,3 +96,61 @@ def test_feedback_seconds_are_float32():
 def test_queued_feedback():
     feedback = queued_feedback(2, GenerateImage.Feedback())
     assert (feedback.stage, feedback.queue_position) == ('queued', 2)
+
+
+def _real_goal(**fields):
+    """Return a real GenerateImage.Goal (the interfaces are built by scripts/test.sh)."""
+    action = pytest.importorskip('sdxl_ros.action', reason='interfaces not built')
+    return action.GenerateImage.Goal(prompt='a robot', **fields)
+
+
+def _rgb(height, width):
+    import numpy as np
+    from sdxl_ros.ros.image_conversion import numpy_to_image_msg
+    return numpy_to_image_msg(np.full((height, width, 3), 9, np.uint8))
+
+
+def test_init_image_fields_become_the_request():
+    import numpy as np
+    from sdxl_ros.ros.image_conversion import numpy_to_mono_msg
+    mask = np.zeros((40, 48), np.uint8)
+    mask[5:9, 5:9] = 255
+    goal = _real_goal(init_image=_rgb(40, 48), mask_image=numpy_to_mono_msg(mask),
+                      resize_mode='Crop And Resize', inpaint_full_res=True)
+    assert (goal.mask_blur, goal.inpaint_full_res_padding) == (4, 32), 'A1111 defaults'
+    request = goal_to_request(goal, PARAMS)
+    assert (request.width, request.height) == (0, 0), 'size comes from the init image'
+    assert request.denoising_strength == PARAMS.default_denoising_strength
+    assert request.init_image.shape == (40, 48, 3) and np.array_equal(request.mask_image, mask)
+    valid = validate_request(request, Limits(min_side=8))
+    assert (valid.width, valid.height, valid.resize_mode) == (48, 40, 'Crop and resize')
+
+
+def test_init_image_problems_name_the_field():
+    from sdxl_ros.ros.goal_conversion import init_topic
+    with pytest.raises(RequestError, match='init_image: image is 0x0'):
+        goal_to_request(_real_goal(init_image=_rgb(1, 1).__class__(encoding='rgb8')), PARAMS)
+    with pytest.raises(RequestError, match='not both'):
+        init_topic(_real_goal(init_image=_rgb(8, 8), init_image_topic='/cam'))
+    assert init_topic(_real_goal(init_image_topic=' /cam ')) == '/cam'
+
+
+def test_topic_goals_validate_against_a_stand_in_frame():
+    from sdxl_ros.ros.goal_conversion import stand_in_frame
+    goal = _real_goal(init_image_topic='/cam', width=0, height=0)
+    frame = stand_in_frame(goal, PARAMS)
+    assert (frame.width, frame.height) == (PARAMS.default_width, PARAMS.default_height)
+    request = validate_request(goal_to_request(goal, PARAMS, frame), PARAMS.limits())
+    assert (request.width, request.height) == (512, 768)
+    real = goal_to_request(goal, PARAMS, _rgb(300, 400))
+    assert validate_request(real, PARAMS.limits()).width == 400
+
+
+def test_request_to_goal_carries_the_img2img_settings():
+    request = GenerationRequest(prompt='p', denoising_strength=0.5, resize_mode='Resize and fill',
+                                mask_blur=0, inpaint_full_res=True,
+                                inpaint_full_res_padding=12)
+    goal = request_to_goal(request, _real_goal())
+    assert (round(goal.denoising_strength, 6), goal.resize_mode, goal.mask_blur,
+            goal.inpaint_full_res, goal.inpaint_full_res_padding) == (
+        0.5, 'Resize and fill', 0, True, 12)

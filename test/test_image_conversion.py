@@ -8,7 +8,8 @@ import pytest
 pytest.importorskip('sensor_msgs.msg', reason='sensor_msgs is not importable: '
                     'source scripts/env.sh')
 
-from sdxl_ros.ros.image_conversion import image_msg_to_numpy, numpy_to_image_msg  # noqa: E402
+from sdxl_ros.ros.image_conversion import (  # noqa: E402
+    image_msg_to_numpy, mask_msg_to_numpy, numpy_to_image_msg, numpy_to_mono_msg)
 
 
 def _image(height=6, width=5):
@@ -58,10 +59,57 @@ def test_wrong_arrays_are_refused(bad):
 
 def test_unknown_encoding_and_short_data_are_refused():
     from sensor_msgs.msg import Image
-    with pytest.raises(ValueError, match='encoding'):
-        image_msg_to_numpy(Image(height=1, width=1, encoding='mono8', step=1, data=b'\0'))
-    with pytest.raises(ValueError, match='too short'):
+    with pytest.raises(ValueError, match="unsupported encoding '16UC1'"):
+        image_msg_to_numpy(Image(height=1, width=1, encoding='16UC1', step=2, data=b'\0\0'))
+    with pytest.raises(ValueError, match='too short: 6 bytes, but height 2 x step 6 = 12'):
         image_msg_to_numpy(Image(height=2, width=2, encoding='rgb8', step=6, data=b'\0' * 6))
+
+
+@pytest.mark.parametrize('encoding, channels, order', [
+    ('bgr8', 3, [2, 1, 0]), ('rgba8', 4, [0, 1, 2]), ('bgra8', 4, [2, 1, 0])])
+def test_camera_encodings_convert_exactly(encoding, channels, order):
+    """Each channel lands where its encoding says; alpha is dropped; padded rows are skipped."""
+    from sensor_msgs.msg import Image
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 256, (5, 7, channels), dtype=np.uint8)
+    padded = np.zeros((5, 7 * channels + 3), np.uint8)
+    padded[:, :7 * channels] = raw.reshape(5, -1)
+    msg = Image(height=5, width=7, encoding=encoding, step=7 * channels + 3,
+                data=padded.tobytes())
+    assert np.array_equal(image_msg_to_numpy(msg), raw[:, :, order])
+
+
+def test_mono8_becomes_gray_rgb_and_masks_read_back():
+    from sensor_msgs.msg import Image
+    gray = _image(4, 6)[:, :, 0]
+    msg = Image(height=4, width=6, encoding='mono8', step=6, data=gray.tobytes())
+    rgb = image_msg_to_numpy(msg)
+    assert rgb.shape == (4, 6, 3)
+    assert all(np.array_equal(rgb[:, :, c], gray) for c in range(3))
+    mask = numpy_to_mono_msg(gray)
+    assert (mask.encoding, mask.step, mask.width, mask.height) == ('mono8', 6, 6, 4)
+    assert np.array_equal(mask_msg_to_numpy(mask), gray)
+
+
+@pytest.mark.parametrize('fields, words', [
+    ({'height': 0, 'width': 0, 'encoding': 'rgb8', 'step': 0}, 'image is 0x0'),
+    ({'height': 2, 'width': 0, 'encoding': 'rgb8', 'step': 0, 'data': b'\0'}, 'image is 0x2'),
+    ({'height': 2, 'width': 4, 'encoding': 'bgra8', 'step': 15, 'data': b'\0' * 30},
+     'step 15 is less than width 4 x 4'),
+    ({'height': 3, 'width': 2, 'encoding': 'mono8', 'step': 2, 'data': b'\0' * 5},
+     'too short: 5 bytes'),
+])
+def test_malformed_messages_are_refused_with_the_reason(fields, words):
+    from sensor_msgs.msg import Image
+    with pytest.raises(ValueError, match=words):
+        image_msg_to_numpy(Image(**fields))
+
+
+def test_mask_must_be_mono8():
+    with pytest.raises(ValueError, match="'rgb8' is not mono8"):
+        mask_msg_to_numpy(numpy_to_image_msg(_image(2, 2)))
+    with pytest.raises(ValueError, match='uint8 HxW'):
+        numpy_to_mono_msg(_image(2, 2))
 
 
 def test_cv_bridge_decodes_it_where_available():

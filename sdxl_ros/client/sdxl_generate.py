@@ -5,6 +5,8 @@ sdxl_generate: send one GenerateImage goal and save the result as PNG with its i
 
     sdxl_generate "a robot in a garden" --seed 7 --steps 30 --output out.png
     sdxl_generate --from-png out.png --output again.png
+    sdxl_generate --init-image photo.png --mask mask.png --strength 0.6 "a red door"
+    sdxl_generate --init-topic /camera/image_raw --strength 0.5 "as an oil painting"
 
 Waits for the action server, draws a progress bar on stderr from the feedback, writes
 out.png (out-1.png, out-2.png, ... for more images) with the A1111 `parameters` text chunk,
@@ -20,7 +22,7 @@ import signal
 import sys
 import time
 
-from sdxl_ros.engine.infotext import parse_infotext
+from sdxl_ros.engine.infotext import needs_init_image, needs_mask, parse_infotext
 from sdxl_ros.engine.png_io import output_paths, read_png_parameters, save_png
 from sdxl_ros.engine.request import RequestError
 from sdxl_ros.ros.goal_conversion import request_to_goal
@@ -37,6 +39,15 @@ GOAL_FLAGS = (
     ('--seed', 'seed', int, 'seed of the first image; -1 = random (default)'),
     ('--scheduler', 'scheduler', str, 'sampler, e.g. "DPM++ 2M Karras", "Euler a"'),
     ('--num-images', 'num_images', int, 'how many images (seeds seed, seed+1, ...)'),
+    ('--init-topic', 'init_image_topic', str,
+     'img2img from the next frame of this camera topic (sensor_msgs/Image)'),
+    ('--strength', 'denoising_strength', float,
+     'img2img denoising strength, (0, 1]: fraction of the schedule re-noised (0 = default)'),
+    ('--resize-mode', 'resize_mode', str,
+     'how the init image fits the size: "just resize", "crop and resize", "resize and fill"'),
+    ('--mask-blur', 'mask_blur', int, 'inpainting: mask edge blur in pixels (default 4)'),
+    ('--inpaint-padding', 'inpaint_full_res_padding', int,
+     'with --inpaint-full-res: pixels around the mask (default 32)'),
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -56,6 +67,14 @@ def build_parser():
     parser.add_argument('prompt', nargs='?', help='what to draw')
     for flag, field, kind, text in GOAL_FLAGS:
         parser.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    parser.add_argument('--init-image', metavar='FILE',
+                        help='img2img: start from this picture (PNG, JPEG, ...)')
+    parser.add_argument('--mask', metavar='FILE',
+                        help='inpainting: mask picture (size of the init image), white = '
+                             'repaint')
+    parser.add_argument('--inpaint-full-res', action='store_true', default=None,
+                        help='inpaint only the masked region (plus padding) at full size '
+                             '(A1111 "Only masked")')
     parser.add_argument('--from-png', metavar='PNG',
                         help='re-generate from the infotext saved in a PNG; other flags '
                              'override its fields')
@@ -79,6 +98,26 @@ def action_name(args):
     return '/' + '/'.join(part for part in (namespace, args.node_name, 'generate') if part)
 
 
+def read_picture(path, mode):
+    """Read an image file as a uint8 array in PIL `mode` ('RGB' or 'L'); RequestError if not."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert(mode)).copy()
+    except (OSError, UnidentifiedImageError) as error:
+        raise RequestError(f'cannot read {path}: {error}') from None
+
+
+def _init_from_png(args, text):
+    """Refuse an img2img/inpainting infotext whose init image (or mask) was not given."""
+    if needs_init_image(text) and not (args.init_image or args.init_image_topic):
+        raise RequestError(f'{args.from_png} was made from an init image (img2img): pass '
+                           '--init-image FILE or --init-topic TOPIC')
+    if needs_mask(text) and not args.mask:
+        raise RequestError(f'{args.from_png} was inpainted: pass its mask with --mask FILE')
+
+
 def build_goal(args, goal):
     """Fill the goal message `goal` from --from-png and the flags; raise RequestError."""
     if args.from_png:
@@ -88,7 +127,16 @@ def build_goal(args, goal):
             raise RequestError(f'cannot read {args.from_png}: {error}') from None
         if not text:
             raise RequestError(f'{args.from_png} holds no "parameters" infotext')
+        _init_from_png(args, text)
         request_to_goal(parse_infotext(text), goal)
+    if args.init_image or args.mask:
+        from sdxl_ros.ros.image_conversion import numpy_to_image_msg, numpy_to_mono_msg
+        if args.init_image:
+            goal.init_image = numpy_to_image_msg(read_picture(args.init_image, 'RGB'))
+        if args.mask:
+            goal.mask_image = numpy_to_mono_msg(read_picture(args.mask, 'L'))
+    if args.inpaint_full_res:
+        goal.inpaint_full_res = True
     if args.prompt is not None:
         goal.prompt = args.prompt
     for _flag, field, _kind, _text in GOAL_FLAGS:
@@ -112,6 +160,8 @@ def format_progress(feedback, width=24):
         return f'queued: {feedback.queue_position} goal(s) ahead'
     if feedback.stage == 'loading':
         return 'loading models...'
+    if feedback.stage == 'init_image':
+        return 'waiting for a frame on the init image topic...'
     total = max(1, feedback.total_steps)
     done = min(feedback.step, total)
     filled = round(width * done / total)

@@ -1,7 +1,7 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
 """
-Our own VAE decode of the refined latents.
+Our own VAE decode of the refined latents (and encode of img2img init pictures).
 
 diffusers' `interrupt` skips the remaining steps but would still decode; so both pipelines
 run with `output_type='latent'` and the engine decodes only when the goal was not cancelled.
@@ -38,3 +38,31 @@ def decode_latents(vae, latents):
             'bfloat16, or an fp16-fixed SDXL VAE')
     pixels = ((decoded.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
     return [image.permute(1, 2, 0).cpu().numpy() for image in pixels]
+
+
+def encode_image(vae, image, dtype):
+    """
+    Encode a PIL/uint8 RGB picture to SDXL latents (scheduler space), the inverse of decode.
+
+    The engine encodes, not the pipelines: diffusers' img2img/inpaint encoders cast an
+    upcast VAE back to the pipeline dtype afterwards, which would undo `vae_needs_fp32`. The
+    posterior's mode is used (deterministic; the seed's generator draws only the noise).
+    """
+    import numpy as np
+    import torch
+    config = vae.config
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+    pixels = pixels.permute(2, 0, 1)[None].to(device=vae.device, dtype=vae.dtype)
+    pixels = pixels / 127.5 - 1.0
+    with torch.inference_mode():
+        latents = vae.encode(pixels).latent_dist.mode()
+    mean = getattr(config, 'latents_mean', None)
+    std = getattr(config, 'latents_std', None)
+    if mean is not None and std is not None:
+        shape = (1, config.latent_channels, 1, 1)
+        mean = torch.tensor(mean).view(shape).to(latents)
+        std = torch.tensor(std).view(shape).to(latents)
+        latents = (latents - mean) * config.scaling_factor / std
+    else:
+        latents = latents * config.scaling_factor
+    return latents.to(dtype).clone()

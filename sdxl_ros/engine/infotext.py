@@ -19,6 +19,9 @@ import re
 
 from sdxl_ros.engine.request import GenerationRequest, RequestError
 
+#: Shown for inpainting with inpaint_full_res (A1111's "Inpaint area" radio labels).
+_ONLY_MASKED = 'Only masked'
+
 _NEGATIVE = 'Negative prompt:'
 # One `key: value` pair of the parameters line; a value is a JSON string or runs to a comma.
 _PARAM = re.compile(r'\s*(\w[\w \-/+]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
@@ -63,6 +66,15 @@ def format_infotext(request, seed, base_model_name='', refiner_model_name=''):
     if refiner_model_name:
         params.append(('Refiner', _quote(refiner_model_name)))
     params.append(('Refiner switch at', _number(request.refiner_switch)))
+    if request.init_image is not None:
+        # A1111's img2img fields; its paste-parameters reads them back by these names.
+        params.append(('Denoising strength', _number(request.denoising_strength)))
+        params.append(('Resize mode', _quote(request.resize_mode or 'Just resize')))
+    if request.mask_image is not None:
+        params.append(('Mask blur', int(request.mask_blur)))
+        if request.inpaint_full_res:
+            params.append(('Inpaint area', _ONLY_MASKED))
+            params.append(('Masked area padding', int(request.inpaint_full_res_padding)))
     lines = [request.prompt]
     if request.negative_prompt:
         lines.append(f'{_NEGATIVE} {request.negative_prompt}')
@@ -125,7 +137,8 @@ def parse_infotext(text):
     Turn an A1111 `parameters` string back into a (not yet validated) GenerationRequest.
 
     Missing fields take the request defaults; newer A1111 files that write the Karras
-    schedule as `Schedule type: Karras` map back to our 'X Karras' sampler names.
+    schedule as `Schedule type: Karras` map back to our 'X Karras' sampler names. The init
+    image and mask are not in the text: see `needs_init_image` / `needs_mask`.
     """
     if not isinstance(text, str) or not text.strip():
         raise RequestError('infotext is empty: nothing to re-generate')
@@ -148,4 +161,21 @@ def parse_infotext(text):
         seed=_field(params, 'Seed', int, defaults.seed),
         scheduler=scheduler,
         num_images=1,
+        denoising_strength=_field(params, 'Denoising strength', float,
+                                  defaults.denoising_strength),
+        resize_mode=params.get('Resize mode', defaults.resize_mode),
+        mask_blur=_field(params, 'Mask blur', int, defaults.mask_blur),
+        inpaint_full_res=params.get('Inpaint area', '') == _ONLY_MASKED,
+        inpaint_full_res_padding=_field(params, 'Masked area padding', int,
+                                        defaults.inpaint_full_res_padding),
     )
+
+
+def needs_init_image(text):
+    """Whether an infotext came from img2img/inpainting (it has a `Denoising strength`)."""
+    return 'Denoising strength' in parse_infotext_fields(text)[2]
+
+
+def needs_mask(text):
+    """Whether an infotext came from inpainting (it has a `Mask blur`)."""
+    return 'Mask blur' in parse_infotext_fields(text)[2]

@@ -8,14 +8,27 @@ defaults first); `validate_request` then checks every field against `Limits` and
 normalised request, or raises `RequestError` with a message a user can act on.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 import math
 import re
+from typing import Optional
+
+import numpy as np
 
 from sdxl_ros.engine.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
 
 #: Largest seed + 1: seeds are unsigned 32-bit as in A1111.
 SEED_LIMIT = 2 ** 32
+
+#: A1111's img2img resize modes by their UI labels (what infotext writes), keyed by a
+#: lower-case spelling; empty means 'Just resize'.
+RESIZE_MODES = ('Just resize', 'Crop and resize', 'Resize and fill')
+#: A1111's defaults and slider limits for the inpainting fields.
+DEFAULT_DENOISING_STRENGTH = 0.75
+DEFAULT_MASK_BLUR = 4
+MAX_MASK_BLUR = 64
+DEFAULT_INPAINT_PADDING = 32
+MAX_INPAINT_PADDING = 256
 
 #: Guidance (CFG) bounds. 1.0 turns classifier-free guidance off; above 30 images burn out.
 MIN_GUIDANCE = 1.0
@@ -44,6 +57,19 @@ class GenerationRequest:
     seed: int = -1
     scheduler: str = 'DPM++ 2M Karras'
     num_images: int = 1
+    #: img2img: uint8 HxWx3 RGB picture to start from (None = text-to-image). With an init
+    #: image, width/height 0 mean "the init image's size" (see `size_for_init_image`).
+    init_image: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
+    #: Fraction of the schedule re-noised and denoised again (A1111 meaning), in (0, 1].
+    denoising_strength: float = DEFAULT_DENOISING_STRENGTH
+    #: One of RESIZE_MODES (any case; empty = 'Just resize').
+    resize_mode: str = RESIZE_MODES[0]
+    #: Inpainting: uint8 HxW mask of the init image's size, white (>= 128) = repaint.
+    mask_image: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
+    mask_blur: int = DEFAULT_MASK_BLUR
+    #: A1111 "Only masked": inpaint the masked region (+ padding) at width x height.
+    inpaint_full_res: bool = False
+    inpaint_full_res_padding: int = DEFAULT_INPAINT_PADDING
 
 
 @dataclass(frozen=True)
@@ -114,13 +140,99 @@ def _check_side(value, field, limits):
     return value
 
 
+def canonical_resize_mode(name):
+    """Return the A1111 label of a resize mode name (case and spaces ignored), or None."""
+    key = ' '.join(str(name).lower().split())
+    if not key:
+        return RESIZE_MODES[0]
+    return next((mode for mode in RESIZE_MODES if mode.lower() == key), None)
+
+
+def size_for_init_image(image_width, image_height, limits):
+    """
+    Pick the generation size for width/height 0: the init image's size, fitted into the limits.
+
+    The aspect ratio is kept while scaling into [min_side, max_side] (down first, so a huge
+    frame fits), then each side is rounded to the nearest multiple of 8 and clamped.
+    """
+    scale = min(1.0, limits.max_side / max(image_width, image_height))
+    scale = max(scale, limits.min_side / min(image_width, image_height))
+
+    def side(value):
+        rounded = int(round(value * scale / 8.0)) * 8
+        low = -(-limits.min_side // 8) * 8
+        return max(low, min(limits.max_side - limits.max_side % 8, rounded))
+    return side(image_width), side(image_height)
+
+
+def _check_image(value, field, channels):
+    """Check a uint8 image array: HxWx3 (`channels` 3) or HxW (`channels` None), not empty."""
+    shape = 'HxWx3 RGB' if channels else 'HxW'
+    if not isinstance(value, np.ndarray) or value.dtype != np.uint8 \
+            or value.ndim != (3 if channels else 2) or (channels and value.shape[2] != 3):
+        got = f'{value.dtype} {value.shape}' if isinstance(value, np.ndarray) \
+            else type(value).__name__
+        raise RequestError(f'{field} must be a uint8 {shape} array, got {got}')
+    if value.shape[0] == 0 or value.shape[1] == 0:
+        raise RequestError(f'{field} is empty ({value.shape[1]}x{value.shape[0]} pixels)')
+    return value
+
+
+def _check_init_fields(request, steps):
+    """Validate the img2img/inpainting fields; return the changes for `replace`."""
+    strength = _check_float(request.denoising_strength, 'denoising_strength')
+    if not 0.0 < strength <= 1.0:
+        raise RequestError(
+            f'denoising_strength {strength} is out of range: use a fraction in (0, 1] '
+            '(0.75 = re-noise 75% of the schedule; 1 = start from pure noise)')
+    if not isinstance(request.resize_mode, str) or \
+            canonical_resize_mode(request.resize_mode) is None:
+        raise RequestError(f'unknown resize_mode {request.resize_mode!r}: use one of '
+                           + ', '.join(m.lower() for m in RESIZE_MODES))
+    resize_mode = canonical_resize_mode(request.resize_mode)
+    blur = _check_int(request.mask_blur, 'mask_blur')
+    if not 0 <= blur <= MAX_MASK_BLUR:
+        raise RequestError(f'mask_blur {blur} is out of range: use 0..{MAX_MASK_BLUR} pixels')
+    padding = _check_int(request.inpaint_full_res_padding, 'inpaint_full_res_padding')
+    if not 0 <= padding <= MAX_INPAINT_PADDING:
+        raise RequestError(f'inpaint_full_res_padding {padding} is out of range: use '
+                           f'0..{MAX_INPAINT_PADDING} pixels')
+    changes = {'denoising_strength': strength, 'resize_mode': resize_mode, 'mask_blur': blur,
+               'inpaint_full_res_padding': padding,
+               'inpaint_full_res': bool(request.inpaint_full_res)}
+    init, mask = request.init_image, request.mask_image
+    if init is None:
+        if mask is not None:
+            raise RequestError('mask_image needs an init image to inpaint (init_image or '
+                               'init_image_topic)')
+        return changes
+    init = _check_image(init, 'init_image', 3)
+    if int(steps * strength) < 1:
+        # diffusers runs int(steps * strength) steps; none would leave the picture unchanged.
+        raise RequestError(
+            f'steps {steps} x denoising_strength {strength} leaves no step to run '
+            f'(int(steps * strength) = 0): raise steps or denoising_strength')
+    if mask is not None:
+        mask = _check_image(mask, 'mask_image', None)
+        if mask.shape != init.shape[:2]:
+            raise RequestError(
+                f'mask_image is {mask.shape[1]}x{mask.shape[0]} but the init image is '
+                f'{init.shape[1]}x{init.shape[0]}: they must be the same size')
+        if not (mask >= 128).any():
+            raise RequestError('mask_image has no white pixel (>= 128): nothing to repaint '
+                               '(white = repaint, black = keep)')
+    changes.update(init_image=init, mask_image=mask)
+    return changes
+
+
 def validate_request(request, limits=None):
     """
     Check every field of `request` and return the normalised request.
 
-    Normalisation: prompts lose surrounding whitespace and control characters other than
-    tab/newline, the scheduler name becomes its canonical spelling, guidance and switch are
-    rounded to float32 precision (7 significant digits).
+    With an init image, width/height 0 become its size fitted into the limits; the resize mode
+    becomes its A1111 label. Normalisation: prompts lose surrounding whitespace and control
+    characters other than tab/newline, the scheduler name becomes its canonical spelling,
+    guidance and switch are rounded to float32 precision (7 significant digits).
     Raises `RequestError` naming the field, the bad value and what is allowed.
     """
     limits = limits or Limits()
@@ -130,11 +242,17 @@ def validate_request(request, limits=None):
     if not prompt:
         raise RequestError('prompt is empty: describe what to draw')
     negative = _clean_text(request.negative_prompt, 'negative_prompt', limits)
-    width = _check_side(request.width, 'width', limits)
-    height = _check_side(request.height, 'height', limits)
     steps = _check_int(request.steps, 'steps')
     if not 1 <= steps <= limits.max_steps:
         raise RequestError(f'steps {steps} is out of range: use 1..{limits.max_steps}')
+    init_changes = _check_init_fields(request, steps)
+    width, height = request.width, request.height
+    init = init_changes.get('init_image')
+    if init is not None and (width == 0 or height == 0):
+        fitted = size_for_init_image(init.shape[1], init.shape[0], limits)
+        width, height = width or fitted[0], height or fitted[1]
+    width = _check_side(width, 'width', limits)
+    height = _check_side(height, 'height', limits)
     guidance = _check_float(request.guidance_scale, 'guidance_scale')
     if not MIN_GUIDANCE <= guidance <= MAX_GUIDANCE:
         raise RequestError(
@@ -168,4 +286,4 @@ def validate_request(request, limits=None):
     return replace(
         request, prompt=prompt, negative_prompt=negative, width=width, height=height,
         steps=steps, guidance_scale=guidance, refiner_switch=switch, seed=seed,
-        scheduler=scheduler, num_images=num_images)
+        scheduler=scheduler, num_images=num_images, **init_changes)

@@ -12,17 +12,18 @@ import threading
 import time
 
 from sdxl_ros.engine.config import EngineConfig
-from sdxl_ros.engine.decoding import decode_latents, vae_needs_fp32
+from sdxl_ros.engine.decoding import decode_latents, encode_image, vae_needs_fp32
 from sdxl_ros.engine.errors import (EngineError, GenerationCancelled, ModelLoadError,
                                     OutOfMemory)
 from sdxl_ros.engine.infotext import format_infotext
+from sdxl_ros.engine.init_image import prepare_init
 from sdxl_ros.engine.memory import (activation_bytes, module_bytes, release_cached_memory,
                                     usable_device_bytes)
 from sdxl_ros.engine.preview import latents_to_rgb
 from sdxl_ros.engine.progress import Progress, ProgressClock
 from sdxl_ros.engine.request import SEED_LIMIT, validate_request
 from sdxl_ros.engine.result import GenerationResult
-from sdxl_ros.engine.step_plan import plan_steps
+from sdxl_ros.engine.step_plan import img2img_switch, plan_steps
 
 # Message fragments by which torch reports running out of memory.
 _OOM_MARKERS = ('out of memory', "can't allocate memory", 'not enough memory')
@@ -52,6 +53,7 @@ class SdxlEngine:
         self._dtype = None
         self._scheduler_configs = None
         self._accel = None
+        self._derived = {}
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- loading
@@ -190,8 +192,31 @@ class SdxlEngine:
             idle.to(torch.device('cpu'))
         active.to(self._device)
 
+    def _pipeline(self, kind, role):
+        """
+        Return the base/refiner pipeline for 'text', 'img2img' or 'inpaint'.
+
+        Built once per load with `from_pipe`, which shares the loaded modules (no second copy
+        of weights; the fast path's graphed UNet and the offload hooks are shared too).
+        """
+        models = self._models
+        own = models.base if role == 'base' else models.refiner
+        if kind == 'text' or (kind == 'img2img' and role == 'refiner'):
+            return own
+        key = (kind, role)
+        if key not in self._derived:
+            from diffusers import (StableDiffusionXLImg2ImgPipeline,
+                                   StableDiffusionXLInpaintPipeline)
+            cls = StableDiffusionXLInpaintPipeline if kind == 'inpaint' \
+                else StableDiffusionXLImg2ImgPipeline
+            pipeline = cls.from_pipe(own)
+            pipeline.set_progress_bar_config(disable=True)
+            self._derived[key] = pipeline
+        return self._derived[key]
+
     def unload(self):
         """Drop the pipelines and return their GPU memory."""
+        self._derived = {}
         self._models = None
         self._scheduler_configs = None
         if self._accel is not None:
@@ -254,21 +279,30 @@ class SdxlEngine:
         models = self._models
         seed = request.seed if request.seed != -1 else random.randrange(
             SEED_LIMIT - request.num_images + 1)
+        prepared = prepare_init(request)
+        strength = request.denoising_strength if prepared is not None else 1.0
+        switch = img2img_switch(strength, request.refiner_switch)
         plan = plan_steps(request.scheduler, self._scheduler_configs['base'], request.steps,
-                          request.refiner_switch, models.refiner is not None)
+                          switch, models.refiner is not None, strength)
         clock = ProgressClock(plan.total, request.num_images)
         result = GenerationResult()
+        init_latents = None
+        if prepared is not None:
+            init_latents = encode_image(models.base.vae, prepared.init, self._dtype)
         for index in range(request.num_images):
             image_seed = seed + index
             state = _StepState(self, request, plan, clock, index, on_progress, cancel,
                                preview_every)
             generator = torch.Generator('cpu').manual_seed(image_seed)
-            latents = self._denoise(request, plan, generator, state)
+            latents = self._denoise(request, plan, generator, state, switch,
+                                    (init_latents, prepared))
             state.check_cancel()
             state.report('decoding', plan.total)
             decode_start = time.monotonic()
             image = (self._accel.decode(latents) if self._accel is not None
                      else decode_latents(models.base.vae, latents))[0]
+            if prepared is not None:
+                image = prepared.composite(image)
             clock.decode_finished(time.monotonic() - decode_start)
             result.images.append(image)
             result.seeds.append(image_seed)
@@ -278,38 +312,52 @@ class SdxlEngine:
         result.elapsed_sec = clock.elapsed()
         return result
 
-    def _denoise(self, request, plan, generator, state):
-        """Run base (and refiner) to latents; stops early when cancelled."""
+    def _denoise(self, request, plan, generator, state, switch, init):
+        """
+        Run base (and refiner) to latents; stops early when cancelled.
+
+        `init` is (init latents, PreparedInit) for img2img/inpainting, else (None, None);
+        `switch` is where the base hands over, as a fraction of the whole schedule.
+        """
         from sdxl_ros.engine.prompts import encode_base, encode_refiner
         from sdxl_ros.engine.schedulers import make_scheduler
         models = self._models
+        init_latents, prepared = init
+        kind = 'text' if prepared is None else ('img2img' if prepared.mask is None
+                                                else 'inpaint')
         common = {'num_inference_steps': request.steps,
                   'guidance_scale': request.guidance_scale, 'generator': generator,
                   'output_type': 'latent', 'callback_on_step_end': state.on_step_end,
                   'callback_on_step_end_tensor_inputs': ['latents']}
+        if kind == 'inpaint':
+            common.update(mask_image=prepared.mask, width=request.width,
+                          height=request.height)
         state.check_cancel()
         state.stage = 'base'
         self._enter_stage('base')
-        models.base.scheduler = make_scheduler(request.scheduler,
-                                               self._scheduler_configs['base'])
+        base = self._pipeline(kind, 'base')
+        base.scheduler = make_scheduler(request.scheduler, self._scheduler_configs['base'])
         base_embeds = encode_base(models.base, request.prompt, request.negative_prompt,
                                   request.guidance_scale, self._device)
-        latents = models.base(
-            width=request.width, height=request.height,
-            denoising_end=request.refiner_switch if plan.uses_refiner else None,
-            **base_embeds.as_kwargs(), **common).images
+        if kind == 'text':
+            inputs = {'width': request.width, 'height': request.height}
+        else:
+            inputs = {'image': init_latents, 'strength': request.denoising_strength}
+        latents = base(denoising_end=switch if plan.uses_refiner else None,
+                       **inputs, **base_embeds.as_kwargs(), **common).images
         if not plan.uses_refiner:
             return latents
         state.check_cancel()
         state.stage = 'refiner'
         self._enter_stage('refiner')
-        models.refiner.scheduler = make_scheduler(request.scheduler,
-                                                  self._scheduler_configs['refiner'])
+        refiner = self._pipeline(kind, 'refiner')
+        refiner.scheduler = make_scheduler(request.scheduler,
+                                           self._scheduler_configs['refiner'])
         refiner_embeds = encode_refiner(models.base, models.refiner, base_embeds,
                                         request.prompt, request.negative_prompt,
                                         request.guidance_scale, self._device)
-        return models.refiner(image=latents, denoising_start=request.refiner_switch,
-                              **refiner_embeds.as_kwargs(), **common).images
+        return refiner(image=latents, denoising_start=switch,
+                       **refiner_embeds.as_kwargs(), **common).images
 
 
 class _StepState:

@@ -30,17 +30,37 @@ class StepPlan:
         return self.refiner_steps > 0
 
 
-def plan_steps(scheduler_name, scheduler_config, steps, switch, has_refiner):
+def img2img_switch(strength, switch):
+    """
+    Return the denoising_end/denoising_start that gives the refiner 1 - switch of an img2img run.
+
+    diffusers reads both as fractions of the whole schedule, while img2img runs only its last
+    `strength` part; A1111's "Refiner switch at" is a fraction of the steps actually run. So
+    the base stops at noise level strength * (1 - switch), i.e. 1 - strength * (1 - switch)
+    of the schedule (= switch for text-to-image, strength 1).
+    """
+    if strength >= 1.0:
+        return switch
+    return 1.0 - strength * (1.0 - switch)
+
+
+def plan_steps(scheduler_name, scheduler_config, steps, switch, has_refiner, strength=1.0):
     """
     Predict the base/refiner split exactly as diffusers will cut the schedule.
 
     The base keeps timesteps >= the cutoff, the refiner those below it (second-order samplers
     count each model evaluation, as the pipelines' loops do). If either side would get no
-    step, the base runs the whole schedule alone.
+    step, the base runs the whole schedule alone. With `strength` < 1 (img2img) the base
+    starts where diffusers' img2img does, int(steps * strength) steps before the end, and
+    `switch` must already be `img2img_switch(strength, ...)`.
     """
     base = make_scheduler(scheduler_name, scheduler_config)
     base.set_timesteps(steps)
     timesteps = [int(t) for t in base.timesteps]
+    if strength < 1.0:
+        # As diffusers' StableDiffusionXLImg2ImgPipeline.get_timesteps.
+        t_start = max(steps - min(int(steps * strength), steps), 0)
+        timesteps = timesteps[t_start * base.order:]
     if not has_refiner or switch >= 1.0:
         return StepPlan(len(timesteps), 0)
     train_steps = base.config.num_train_timesteps

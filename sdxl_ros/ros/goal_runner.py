@@ -14,8 +14,8 @@ import threading
 
 from sdxl_ros.action import GenerateImage
 from sdxl_ros.engine import EngineError, GenerationCancelled, Progress
-from sdxl_ros.engine.request import RequestError
-from sdxl_ros.ros.goal_conversion import progress_to_feedback
+from sdxl_ros.engine.request import RequestError, validate_request
+from sdxl_ros.ros.goal_conversion import goal_to_request, progress_to_feedback
 
 
 class Admission:
@@ -26,6 +26,7 @@ class Admission:
         self.request = request
         self.refusal = refusal
         self.ticket = ticket
+        self.init_topic = ''
         self.stop_reason = ''
         self.cancel = threading.Event()
         self.goal_handle = None
@@ -53,11 +54,12 @@ def memory_refusal(engine, request):
 class GoalRunner:
     """Runs admitted goals on the engine slot and ends each with a result."""
 
-    def __init__(self, slot, publishing, logger):
-        """Use `slot` (EngineSlot) for the engine and `publishing` for images."""
+    def __init__(self, slot, publishing, logger, take_frame):
+        """Use `slot` for the engine, `publishing` for images, `take_frame` for camera frames."""
         self._slot = slot
         self._publishing = publishing
         self._log = logger
+        self._take_frame = take_frame
 
     def run(self, goal_handle, admission, params):
         """End one goal (refused, stopped, cancelled or generated); return its result."""
@@ -66,6 +68,10 @@ class GoalRunner:
         if goal_handle.is_cancel_requested or admission.stop_reason:
             return self._end_before_run(goal_handle, admission)
         try:
+            if admission.init_topic:
+                ended = self._take_init_frame(goal_handle, admission, params)
+                if ended is not None:
+                    return ended
             return self._generate(goal_handle, admission, params)
         except GenerationCancelled:
             return self._end_cancelled(goal_handle, admission)
@@ -73,6 +79,27 @@ class GoalRunner:
             return self._abort(goal_handle, f'refused: {error}')
         except EngineError as error:  # ModelLoadError, OutOfMemory, ...
             return self._abort(goal_handle, str(error))
+
+    def _take_init_frame(self, goal_handle, admission, params):
+        """Wait for the goal's init_image_topic frame; None when it came, else the result."""
+        goal_handle.publish_feedback(
+            progress_to_feedback(Progress(stage='init_image'), GenerateImage.Feedback()))
+        frame, problem = self._take_frame(
+            admission.init_topic, params.init_image_timeout_sec,
+            lambda: goal_handle.is_cancel_requested or bool(admission.stop_reason))
+        if frame is None and not problem:
+            if goal_handle.is_cancel_requested:
+                goal_handle.canceled()
+                return GenerateImage.Result(
+                    message='cancelled while waiting for the init image; nothing was generated')
+            return self._abort(goal_handle,
+                               f'{admission.stop_reason} while waiting for the init image')
+        if frame is None:
+            return self._abort(goal_handle, f'refused: init_image_topic: {problem}')
+        # A bad frame raises RequestError, which run() turns into a refusal.
+        admission.request = validate_request(
+            goal_to_request(goal_handle.request, params, frame), params.limits())
+        return None
 
     def _generate(self, goal_handle, admission, params):
         """Generate the images of a goal whose turn it is and end it."""

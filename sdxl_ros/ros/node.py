@@ -30,9 +30,10 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sdxl_ros.action import GenerateImage
 from sdxl_ros.engine.engine_slot import check_model_files, EngineSlot
 from sdxl_ros.engine.request import RequestError, validate_request
-from sdxl_ros.ros.goal_conversion import goal_to_request
+from sdxl_ros.ros.goal_conversion import goal_to_request, init_topic, stand_in_frame
 from sdxl_ros.ros.goal_runner import Admission, GoalRunner
 from sdxl_ros.ros.goal_scheduler import GoalScheduler, TICK_SEC
+from sdxl_ros.ros.init_frame import wait_for_frame
 from sdxl_ros.ros.model_listing import list_models
 from sdxl_ros.ros.node_parameters import check_parameters, RELOAD_PARAMETERS
 from sdxl_ros.ros.parameter_descriptors import declare_parameters, read_parameters
@@ -72,7 +73,8 @@ class SdxlNode(LifecycleNode):
         self._slot = EngineSlot(self.get_logger())
         self._scheduler = GoalScheduler(self._params.max_queue)
         self.publishing = Publishing(self)
-        self._runner = GoalRunner(self._slot, self.publishing, self.get_logger())
+        self._runner = GoalRunner(self._slot, self.publishing, self.get_logger(),
+                                  self._take_frame)
         group = ReentrantCallbackGroup()
         self.action_server = ActionServer(
             self, GenerateImage, '~/generate', execute_callback=self._execute,
@@ -181,10 +183,15 @@ class SdxlNode(LifecycleNode):
             return Admission(refusal=f'refused: {self._inactive}')
         params = self._params
         try:
-            request = validate_request(goal_to_request(goal, params), params.limits())
+            topic = init_topic(goal)
+            # A topic goal is checked against a stand-in frame now, its real frame later.
+            frame = stand_in_frame(goal, params) if topic else None
+            request = validate_request(goal_to_request(goal, params, frame), params.limits())
         except RequestError as error:
             return Admission(refusal=f'refused: {error}')
-        return self._scheduler.reserve(request)
+        admission = self._scheduler.reserve(request)
+        admission.init_topic = topic
+        return admission
 
     def _on_accepted(self, goal_handle):
         """Queue the accepted goal; it is executed when its turn comes (a refusal at once)."""
@@ -194,6 +201,10 @@ class SdxlNode(LifecycleNode):
         """Accept every cancel request; a queued goal leaves the queue, a running one stops."""
         self._scheduler.cancel(goal_handle)
         return CancelResponse.ACCEPT
+
+    def _take_frame(self, topic, timeout, stopped):
+        """Wait for the next Image on `topic` for an img2img goal; (msg, problem)."""
+        return wait_for_frame(self, topic, timeout, stopped, self._group)
 
     def _execute(self, goal_handle):
         """Run one goal to its terminal state, then start the next one."""

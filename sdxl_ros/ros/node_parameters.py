@@ -12,7 +12,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 from sdxl_ros.engine.config import DEVICES, DTYPES, EngineConfig, MEMORY_MODES
-from sdxl_ros.engine.request import Limits, MAX_GUIDANCE, MIN_GUIDANCE
+from sdxl_ros.engine.request import (DEFAULT_DENOISING_STRENGTH, Limits, MAX_GUIDANCE,
+                                     MIN_GUIDANCE)
 from sdxl_ros.engine.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
 
 
@@ -77,6 +78,14 @@ PARAMETERS = (
                   'Sampler for goals with an empty scheduler: ' + ', '.join(SCHEDULER_NAMES)),
     ParameterSpec('default_negative_prompt', '',
                   'Negative prompt for goals with an empty negative_prompt.'),
+    ParameterSpec('default_denoising_strength', DEFAULT_DENOISING_STRENGTH,
+                  'img2img/inpainting: fraction of the schedule re-noised for goals with '
+                  'denoising_strength 0 (A1111 meaning and default).',
+                  minimum=0.01, maximum=1.0),
+    ParameterSpec('init_image_timeout_sec', 5.0,
+                  'Seconds a goal with init_image_topic waits for the next frame on that '
+                  'topic once it starts running; none in time = refused with the reason.',
+                  minimum=0.1, maximum=600.0),
     ParameterSpec('min_side', 256, 'Smallest width/height a goal may ask for (the tiny '
                   'preset needs 64 or less).', minimum=8, maximum=8192, step=8),
     ParameterSpec('max_side', 2048, 'Largest width/height a goal may ask for.',
@@ -126,6 +135,8 @@ class NodeParameters:
     default_refiner_switch: float
     default_scheduler: str
     default_negative_prompt: str
+    default_denoising_strength: float
+    init_image_timeout_sec: float
     min_side: int
     max_side: int
     max_steps: int
