@@ -75,7 +75,7 @@ class SdxlNode(LifecycleNode):
         self.publishing = Publishing(self)
         self._runner = GoalRunner(self._slot, self.publishing, self.get_logger(),
                                   self._take_frame)
-        group = ReentrantCallbackGroup()
+        self._group = group = ReentrantCallbackGroup()
         self.action_server = ActionServer(
             self, GenerateImage, '~/generate', execute_callback=self._execute,
             goal_callback=self._on_goal, handle_accepted_callback=self._on_accepted,
