@@ -58,9 +58,11 @@ PARAMETERS = (
                   'or sequential_offload (least memory, slowest).', choices=MEMORY_MODES),
     ParameterSpec('vae_tiling', False, 'Decode the image in tiles to save memory at large sizes.'),
     ParameterSpec('fast_path', True,
-                  'On CUDA, compile the models and capture CUDA graphs at load (minutes the '
-                  'first time, cached across restarts) for ~2x faster images with the same '
-                  'pictures; false = plain diffusers. No effect on CPU or with offloading.'),
+                  'On CUDA, compile the UNets and serve them from CUDA graphs, prepared in the '
+                  'background after serving starts (prepare_sizes; compiled code cached '
+                  'across restarts) for ~2x faster images than plain diffusers with the same '
+                  'pictures; where it cannot run the node logs why and serves plain diffusers. '
+                  'false = plain diffusers. No effect on CPU or with offloading.'),
     ParameterSpec('precision', 'fp16',
                   'fp16: the same pictures as plain diffusers. fp8 (opt-in, needs fast_path, '
                   'torchao and a GPU of compute capability >= 8.9): FP8 matmuls in both UNets, '
