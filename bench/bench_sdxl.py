@@ -192,7 +192,7 @@ def stock_image(args, base, refiner, steps=None):
 
 
 def stock_embeddings(args, base, refiner):
-    """The prompt embeddings of both pipelines, computed once (for loop-only timings)."""
+    """Compute the prompt embeddings of both pipelines once (for loop-only timings)."""
     import torch
     device = torch.device(args.device)
     with torch.no_grad():
@@ -401,7 +401,7 @@ def phase_stock_best(args, state):
 
 # ---------------------------------------------------------------------------- ours
 def phase_ours(args, state):
-    """The sdxl_ros engine with its fast path, from cold compile caches, prepared at 1024²."""
+    """Measure the sdxl_ros engine with its fast path, from cold caches, prepared at 1024²."""
     from sdxl_ros.engine import SdxlEngine
     state.pop('stock', None)
     import torch
@@ -448,7 +448,7 @@ def phase_ours(args, state):
 
 def phase_new_size(args, state):
     """
-    A goal at a size never prepared (served eagerly at once), then that size prepared.
+    Time a goal at a size never prepared (served eagerly at once), then that size prepared.
 
     Reports the first goal at the new size, the time to prepare it (warm Inductor cache for
     the shapes 1024² shares, cold for the rest), and its per-pixel time against 1024².
@@ -480,7 +480,7 @@ def phase_new_size(args, state):
 
 
 def phase_fp8(args, state):
-    """precision fp8 (torchao row-wise FP8 in both UNets): time and deviation from fp16."""
+    """Measure precision fp8 (torchao row-wise FP8 in both UNets): time, deviation from fp16."""
     from sdxl_ros.engine import SdxlEngine
     state.pop('engine', None)
     import torch
@@ -505,8 +505,10 @@ def phase_fp8(args, state):
 
 def child_restart(args):
     """
-    In a fresh process: import, load (serving from then on), first goal at once, then wait
-    for the background preparation of 1024² and time images.
+    Time a fresh process: import, load (serving), first goal, preparation, images.
+
+    The first goal comes right after load; then the child waits for the background
+    preparation of 1024² and times three images.
     """
     t0 = time.time()
     from sdxl_ros.engine import SdxlEngine

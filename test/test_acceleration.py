@@ -35,7 +35,7 @@ SIZES_64 = ((64, 64),)
 
 @pytest.fixture(scope='module')
 def plain_image():
-    """The fast_path=False image every fallback must reproduce exactly."""
+    """Render the fast_path=False image every fallback must reproduce exactly."""
     return tiny_engine(fast_path=False).generate(tiny_request(seed=11)).images[0]
 
 
@@ -53,12 +53,12 @@ class CountingBackend:
 
 
 def failing_backend(_graph_module, _inputs):
-    """A torch.compile backend whose compiler breaks."""
+    """Break like a torch.compile backend whose compiler fails."""
     raise RuntimeError('compiler exploded (test backend)')
 
 
 def simulated(**fields):
-    """AccelerationConfig applying the fast path to a CPU engine, prepared by hand."""
+    """Return an AccelerationConfig that applies the fast path to a CPU engine."""
     values = {'simulate_cuda': True, 'background_prepare': False, 'prepare_sizes': SIZES_64,
               'compile_backend': CountingBackend()}
     values.update(fields)
@@ -66,7 +66,7 @@ def simulated(**fields):
 
 
 def off_lines(caplog):
-    """The log lines that say the fast path went off."""
+    """Return the log lines that say the fast path went off."""
     return [r.getMessage() for r in caplog.records if 'fast path off' in r.getMessage()]
 
 
@@ -260,6 +260,17 @@ def test_unprepared_goal_compiles_nothing_then_preparing_compiles(plain_image):
     after = backend.graphs
     assert_images_close(engine.generate(tiny_request(seed=11)).images[0], plain_image)
     assert backend.graphs == after and accel.enabled
+
+
+def test_a_goal_queues_what_it_met_unprepared(plain_image):
+    """With nothing to prepare configured, a goal's own size is queued for preparation."""
+    engine = tiny_engine(fast_path=True, acceleration=simulated(prepare_sizes=()))
+    accel = engine.accelerator
+    assert not accel.has_work()
+    assert_images_close(engine.generate(tiny_request(seed=11)).images[0], plain_image)
+    assert ('vae', (1, 4, 8, 8)) in accel._pending  # the decode it ran eagerly
+    engine.prepare_fast_path()
+    assert (1, 4, 8, 8) in accel.vae_ready and not accel.has_work()
 
 
 def test_background_preparation_runs_after_load_and_goals_still_succeed(plain_image):

@@ -13,7 +13,7 @@ line says why and what it costs. When it can, `accelerate_pipelines` applies, at
 - regional `torch.compile` (static shapes) of the UNets' repeated blocks through diffusers'
   `compile_repeated_blocks`, given our block list (ResnetBlock2D, Transformer2DModel,
   Down/Upsample2D: diffusers' own list for this UNet is BasicTransformerBlock alone, which
-  leaves the resnets' norms eager), and of the VAE decoder;
+  leaves the resnets' norms eager), and the same blocks of the VAE decoder;
 - each UNet call (one CFG step) served from a CUDA graph per input signature; the text
   encoders likewise (captured on first use: milliseconds, nothing is compiled there);
 - cuDNN's fused attention first in SDPA's order; VAE decode in fp16 with the fp32 VAE as the
@@ -201,7 +201,9 @@ def capture_graph(run, pool=None):
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool):
+    # thread_local: a capture in the preparer thread is not broken by (and does not break)
+    # CUDA calls another thread of the process makes meanwhile.
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode='thread_local'):
         out = run()
     return graph, out
 
@@ -353,7 +355,7 @@ class GraphedUNet(_GraphedModule):
 
 def unet_key(unet, width, height, pooled, batch=2, tokens=77):
     """
-    The graph signature the pipelines produce for `unet` at an image size (CFG: batch 2).
+    Return the graph signature the pipelines produce for `unet` at a size (CFG: batch 2).
 
     `pooled` is the pooled text embedding's width (text_encoder_2's projection_dim); the
     UNet's added-condition input is that plus one addition_time_embed_dim per time id.
@@ -505,7 +507,7 @@ class Accelerator:
             self.on_work()
 
     def _on_missing(self, graphed, key):
-        """A goal met a UNet signature without a graph: prepare it later."""
+        """Queue a UNet signature a goal met without a graph (prepared later)."""
         self._queue(('unet', graphed, key))
 
     def queue_size(self, width, height):
@@ -568,8 +570,12 @@ class Accelerator:
         vae = self.fast_vae
         latents = torch.randn(shape, generator=torch.Generator('cpu').manual_seed(0)).to(
             device=vae.device, dtype=vae.dtype)
-        with torch.inference_mode():
-            vae.decode(latents, return_dict=False)
+        self._yield_check = should_yield
+        try:
+            with torch.inference_mode():  # as decode_latents calls it
+                vae.decode(latents, return_dict=False)
+        finally:
+            self._yield_check = None
         self.vae_ready.add(shape)
 
     def _stage_hook(self, _module, _args):
@@ -578,9 +584,9 @@ class Accelerator:
         if check is not None and check():
             raise Yielded()
 
-    def install_stage_hooks(self, unets):
-        """Let preparation yield between the UNets' down/mid/up stages (eager modules)."""
-        for unet in unets:
+    def install_stage_hooks(self, modules):
+        """Let preparation yield between the down/mid/up stages (eager modules) of each."""
+        for unet in modules:
             stages = list(getattr(unet, 'down_blocks', [])) + list(
                 getattr(unet, 'up_blocks', []))
             if getattr(unet, 'mid_block', None) is not None:
@@ -702,10 +708,10 @@ def _apply(accel, base, refiner, cfg, facts, dtype):
                     encoder.compile(dynamic=False)
                     accel.compiled.append(encoder)
             accel.applied.append('compile_text_encoders')
-        kwargs = {'dynamic': False}
-        if cfg.compile_backend != 'inductor':
-            kwargs['backend'] = cfg.compile_backend
-        fast_vae.decoder.compile(**kwargs)
+        # The decoder's blocks one by one (not the decoder whole), so that preparing a new
+        # size can yield to a goal between them (stage hooks on its up blocks).
+        compile_regions(fast_vae.decoder, cfg.compile_regions, cfg.compile_mode,
+                        cfg.compile_backend)
         accel.compiled.append(fast_vae)
         accel.applied.append(f'compile_regional:{cfg.compile_mode}')
     pool = torch.cuda.graph_pool_handle() if cuda and cfg.cuda_graphs else None
@@ -716,7 +722,7 @@ def _apply(accel, base, refiner, cfg, facts, dtype):
             graphed.before_call = _raise_in_goal
         graphed.install()
         accel.graphed.append(graphed)
-    accel.install_stage_hooks(unets)
+    accel.install_stage_hooks(unets + [fast_vae.decoder])
     if cuda and cfg.cuda_graphs:
         accel.applied.append('cuda_graphs')
         if cfg.graph_text_encoders:
@@ -733,5 +739,5 @@ def _apply(accel, base, refiner, cfg, facts, dtype):
 
 
 def _raise_in_goal():
-    """The `fault_at='goal'` test hook: a failure inside a fast-path UNet call."""
+    """Raise inside a fast-path UNet call (the `fault_at='goal'` test hook)."""
     raise InjectedFault('fault_at goal (test hook)')
