@@ -32,8 +32,12 @@ for _path in (ROOT, os.path.join(ROOT, 'test')):
 
 PROMPT = 'a photo of an astronaut riding a horse on the moon, highly detailed'
 SEED = 1234
-ALL_PHASES = ('env', 'attention', 'stock_eager', 'stock_best', 'ours', 'kernels', 'restart',
-              'memory', 'checkpoint')
+ALL_PHASES = ('env', 'attention', 'stock_eager', 'stock_best', 'ours', 'new_size', 'fp8',
+              'kernels', 'restart', 'memory', 'checkpoint')
+# Stock tunings a skilled user takes from diffusers' and PyTorch's docs, each on top of fused
+# QKV, channels_last and fp16 VAE decode; 'stock best' is the fastest of those that ran.
+STOCK_VARIANTS = ('compile_default', 'compile_reduce_overhead', 'compile_repeated_blocks')
+NEW_SIZE = (1152, 896)
 # SDXL's attention shapes at 1024x1024 with CFG (batch, heads, queries, keys, head dim).
 ATTENTION_SHAPES = {'base_64x64_self': (2, 10, 4096, 4096, 64),
                     'base_32x32_self': (2, 20, 1024, 1024, 64),
@@ -60,7 +64,9 @@ def parse_args(argv=None):
                         help='steps for the (slow) sequential_offload run')
     parser.add_argument('--work-dir', default=os.path.join(ROOT, '.bench_work'),
                         help='compile caches and checkpoints (on local disk)')
-    parser.add_argument('--stock-compile', default='1', help='0: skip torch.compile in stock')
+    parser.add_argument('--stock-variants', default=','.join(STOCK_VARIANTS),
+                        help='comma-separated stock tunings to measure (stock_best phase): '
+                        + ', '.join(STOCK_VARIANTS))
     parser.add_argument('--images-dir', default='',
                         help='keep the images of each path here (.npy) so that runs split '
                         'over several invocations still compare pictures')
@@ -68,11 +74,12 @@ def parse_args(argv=None):
                         help='keep the compile caches of an earlier run (default: start cold)')
     parser.add_argument('--restart-variants', default='default',
                         help='semicolon-separated restarts to time, each "default" or '
-                        'space-separated NAME=VALUE environment settings (fast path knobs)')
+                        'space-separated NAME=VALUE AccelerationConfig fields (Python literals)')
     parser.add_argument('--profile-restart', action='store_true',
                         help='also profile one restart (cProfile; slower, not timed)')
     parser.add_argument('--child-restart', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--child-profile', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--child-accel', default='', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -134,21 +141,25 @@ def agreement(a, b):
             'pixels_differing': int((diff > 0).any(axis=-1).sum())}
 
 
-def make_config(args, **fields):
-    """Build the EngineConfig for the benchmark preset."""
-    from sdxl_ros.engine import EngineConfig
+def make_config(args, acceleration=None, **fields):
+    """Build the EngineConfig for the benchmark preset (fast path prepared by hand)."""
+    from sdxl_ros.engine import AccelerationConfig, EngineConfig
     from sdxl_ros.engine.request import Limits
+    accel = {'background_prepare': False, 'prepare_sizes': (),
+             'compile_cache_dir': os.path.join(args.work_dir, 'cache_ours')}
+    accel.update(acceleration or {})
     values = {'base_model': args.preset, 'refiner_model': args.preset, 'device': args.device,
               'dtype': 'float16' if args.device == 'cuda' else 'float32',
-              'limits': Limits(min_side=64)}
+              'limits': Limits(min_side=64), 'acceleration': AccelerationConfig(**accel)}
     values.update(fields)
     return EngineConfig(**values)
 
 
-def make_request(args, steps=None):
+def make_request(args, steps=None, size=None):
     """Build the benchmark request (Euler = the pipelines' default scheduler)."""
     from sdxl_ros.engine.request import GenerationRequest
-    return GenerationRequest(prompt=PROMPT, width=args.size, height=args.size,
+    width, height = size or (args.size, args.size)
+    return GenerationRequest(prompt=PROMPT, width=width, height=height,
                              steps=steps or args.steps, guidance_scale=args.cfg,
                              refiner_switch=args.switch, seed=SEED, scheduler='Euler')
 
@@ -178,6 +189,48 @@ def stock_image(args, base, refiner, steps=None):
     image = refiner(image=latents, denoising_start=args.switch, output_type='np',
                     **common).images[0]
     return to_uint8(image)
+
+
+def stock_embeddings(args, base, refiner):
+    """Compute the prompt embeddings of both pipelines once (for loop-only timings)."""
+    import torch
+    device = torch.device(args.device)
+    with torch.no_grad():
+        b = base.encode_prompt(prompt=PROMPT, device=device, num_images_per_prompt=1,
+                               do_classifier_free_guidance=True)
+        r = refiner.encode_prompt(prompt=PROMPT, device=device, num_images_per_prompt=1,
+                                  do_classifier_free_guidance=True)
+    names = ('prompt_embeds', 'negative_prompt_embeds', 'pooled_prompt_embeds',
+             'negative_pooled_prompt_embeds')
+    return dict(zip(names, b)), dict(zip(names, r))
+
+
+def loop_image(args, base, refiner, embeds, decode):
+    """One image from precomputed embeddings: the denoising loops and the decode alone."""
+    import torch
+    generator = torch.Generator('cpu').manual_seed(SEED)
+    common = {'num_inference_steps': args.steps, 'guidance_scale': args.cfg,
+              'generator': generator, 'output_type': 'latent'}
+    latents = base(width=args.size, height=args.size, denoising_end=args.switch,
+                   **embeds[0], **common).images
+    latents = refiner(image=latents, denoising_start=args.switch, **embeds[1],
+                      **common).images
+    return decode(latents)
+
+
+def time_loop(args, base, refiner, decode):
+    """Median seconds of `--images` loop-only images (after one untimed)."""
+    embeds = stock_embeddings(args, base, refiner)
+    loop_image(args, base, refiner, embeds, decode)
+    sync()
+    times = []
+    for _ in range(args.images):
+        start = time.perf_counter()
+        loop_image(args, base, refiner, embeds, decode)
+        sync()
+        times.append(time.perf_counter() - start)
+    return {'loop_image_sec': [round(t, 4) for t in times],
+            'median_loop_sec': round(statistics.median(times), 4)}
 
 
 def time_images(make_image, count):
@@ -266,6 +319,8 @@ def phase_stock_eager(args, state):
 
     vae = base.vae
     vae.to(torch.float32)  # stock upcasts the fp16-unsafe VAE for every decode
+    from sdxl_ros.engine.decoding import decode_latents
+    figures.update(time_loop(args, base, refiner, lambda lat: decode_latents(vae, lat)))
 
     def vae_decode(latents):
         vae.decode(latents.float() / vae.config.scaling_factor, return_dict=False)
@@ -275,86 +330,193 @@ def phase_stock_eager(args, state):
     return figures
 
 
-def phase_stock_best(args, state):
-    """Stock diffusers tuned as its docs say: fused QKV, channels_last, fp16 VAE, compile."""
+def _stock_variant(args, state, variant):
+    """Fresh stock pipelines tuned as `variant`; first image, median, loop-only, components."""
     import torch
-    os.environ['TORCHINDUCTOR_CACHE_DIR'] = os.path.join(args.work_dir, 'cache_stock')
-    if 'stock' not in state:
-        state['stock'] = load_stock(args)
-    base, refiner = state['stock']
+    os.environ['TORCHINDUCTOR_CACHE_DIR'] = os.path.join(args.work_dir, 'cache_stock_' + variant)
+    torch._dynamo.reset()
+    base, refiner = load_stock(args)
     base.fuse_qkv_projections()  # UNet and VAE
     refiner.fuse_qkv_projections(unet=True, vae=False)  # the VAE is shared
     for module in (base.unet, refiner.unet, base.vae):
         module.to(memory_format=torch.channels_last)
     base.vae.register_to_config(force_upcast=False)  # fp16 decode
     tuning = ['fuse_qkv_projections', 'channels_last', 'fp16 VAE decode']
-    if args.stock_compile == '1':
-        base.unet = torch.compile(base.unet, fullgraph=True)
-        refiner.unet = torch.compile(refiner.unet, fullgraph=True)
+    if variant == 'compile_repeated_blocks':
+        # diffusers' regional compile: UNet2DConditionModel._repeated_blocks in 0.42 is
+        # BasicTransformerBlock alone.
+        for unet in (base.unet, refiner.unet):
+            unet.compile_repeated_blocks(fullgraph=True)
+        tuning.append('compile_repeated_blocks(unet x2: %s; fullgraph), vae.decode'
+                      % ','.join(base.unet._repeated_blocks))
         base.vae.decode = torch.compile(base.vae.decode, fullgraph=True)
-        tuning.append('torch.compile(unet x2, vae.decode; mode default, fullgraph)')
+    else:
+        mode = 'reduce-overhead' if variant == 'compile_reduce_overhead' else 'default'
+        base.unet = torch.compile(base.unet, fullgraph=True, mode=mode)
+        refiner.unet = torch.compile(refiner.unet, fullgraph=True, mode=mode)
+        base.vae.decode = torch.compile(base.vae.decode, fullgraph=True, mode=mode)
+        tuning.append(f'torch.compile(unet x2, vae.decode; mode {mode}, fullgraph)')
     first, image, figures = time_images(lambda: stock_image(args, base, refiner), args.images)
-    state['images']['stock_best'] = image
     figures['tuning'] = tuning
-    figures['compile_and_first_image_sec'] = figures['first_image_sec']
 
     def vae_decode(latents):
-        base.vae.decode(latents.to(base.vae.dtype) / base.vae.config.scaling_factor,
-                        return_dict=False)
-    figures['components'] = components(args, base, refiner, vae_decode)
+        return base.vae.decode(latents.to(base.vae.dtype) / base.vae.config.scaling_factor,
+                               return_dict=False)
+    try:
+        figures.update(time_loop(args, base, refiner, vae_decode))
+    except Exception as error:  # noqa: BLE001 - keep the per-image figures
+        figures['loop_error'] = repr(error)[:1500]
     figures['memory'] = gpu_memory()
-    return figures
+    return image, figures
+
+
+def phase_stock_best(args, state):
+    """Every stock tuning (--stock-variants) on fresh pipelines; 'best' is the fastest."""
+    state.pop('stock', None)
+    free_all()
+    out = {'variants': {}}
+    for variant in [v.strip() for v in args.stock_variants.split(',') if v.strip()]:
+        print(f'   stock variant {variant}', flush=True)
+        try:
+            image, figures = _stock_variant(args, state, variant)
+            state['images']['stock_' + variant] = image
+        except Exception as error:  # noqa: BLE001 - record, measure the next variant
+            figures = {'error': repr(error)[:2000]}
+        free_all()  # the variant's pipelines went with its frame
+        out['variants'][variant] = figures
+        state['results']['stock_best'] = out
+        write_partial(args, state)
+    timed = {k: v for k, v in out['variants'].items() if 'median_image_sec' in v}
+    if timed:
+        best = min(timed, key=lambda k: timed[k]['median_image_sec'])
+        out['best_end_to_end'] = best
+        out['median_image_sec'] = timed[best]['median_image_sec']
+        state['images']['stock_best'] = state['images']['stock_' + best]
+        loops = {k: v['median_loop_sec'] for k, v in timed.items() if 'median_loop_sec' in v}
+        if loops:
+            out['best_loop'] = min(loops, key=loops.get)
+            out['median_loop_sec'] = loops[out['best_loop']]
+    return out
 
 
 # ---------------------------------------------------------------------------- ours
 def phase_ours(args, state):
-    """Measure the sdxl_ros engine with its fast path, from cold compile caches."""
+    """Measure the sdxl_ros engine with its fast path, from cold caches, prepared at 1024²."""
     from sdxl_ros.engine import SdxlEngine
-    if state.pop('stock', None) is not None:  # measure ours alone in GPU memory
-        import torch
-        torch._dynamo.reset()
-        free_all()
-    os.environ['TORCHINDUCTOR_CACHE_DIR'] = os.path.join(args.work_dir, 'cache_ours')
+    state.pop('stock', None)
+    import torch
+    torch._dynamo.reset()
+    free_all()
     start = time.perf_counter()
     engine = SdxlEngine(make_config(args, fast_path=True))
     engine.load()
     load_sec = time.perf_counter() - start
     state['engine'] = engine
-    load_memory = gpu_memory()
     request = make_request(args)
+    # The first goal before any preparation: served eagerly (what a goal at a new size gets).
+    start = time.perf_counter()
+    engine.generate(request)
+    unprepared_sec = time.perf_counter() - start
+    prepare_sec = engine.prepare_fast_path([(args.size, args.size)])
+    load_memory = gpu_memory()
     first, image, figures = time_images(lambda: engine.generate(request).images[0],
                                         args.images)
     state['images']['ours'] = image
-    figures['load_with_compile_and_warm_up_sec'] = round(load_sec, 3)
-    figures['accelerator'] = engine.accelerator.summary() if engine.accelerator else None
+    figures['load_sec'] = round(load_sec, 3)
+    figures['first_goal_unprepared_sec'] = round(unprepared_sec, 3)
+    figures['prepare_1024_cold_sec'] = round(prepare_sec, 3)
     accel = engine.accelerator
     base, refiner = engine.base_pipeline, engine.refiner_pipeline
+    figures.update(time_loop(args, base, refiner, accel.decode))
     vae = accel.fast_vae if accel is not None and accel.fast_vae is not None else base.vae
 
     def vae_decode(latents):
-        import torch
         with torch.inference_mode():
             vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)
 
     def encode():
-        import torch
         from sdxl_ros.engine.prompts import encode_base, encode_refiner
         device = torch.device(args.device)
         embeds = encode_base(base, PROMPT, '', args.cfg, device)
         encode_refiner(base, refiner, embeds, PROMPT, '', args.cfg, device)
     figures['components'] = components(args, base, refiner, vae_decode, encode)
     figures['memory'] = gpu_memory()
-    figures['memory_during_load'] = load_memory
-    figures['accelerator_after'] = accel.summary() if accel else None
+    figures['memory_during_prepare'] = load_memory
+    figures['accelerator'] = accel.summary() if accel else None
+    return figures
+
+
+def phase_new_size(args, state):
+    """
+    Time a goal at a size never prepared (served eagerly at once), then that size prepared.
+
+    Reports the first goal at the new size, the time to prepare it (warm Inductor cache for
+    the shapes 1024² shares, cold for the rest), and its per-pixel time against 1024².
+    """
+    engine = state.get('engine')
+    if engine is None:
+        return {'error': 'run the ours phase first'}
+    size = NEW_SIZE
+    request = make_request(args, size=size)
+    start = time.perf_counter()
+    engine.generate(request)
+    first_sec = time.perf_counter() - start
+    prepare_sec = engine.prepare_fast_path([size])
+    times = []
+    for _ in range(args.images):
+        start = time.perf_counter()
+        engine.generate(request)
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    ours = state['results'].get('ours', {}).get('median_image_sec')
+    out = {'size': f'{size[0]}x{size[1]}', 'first_goal_sec': round(first_sec, 3),
+           'prepare_sec': round(prepare_sec, 3), 'image_sec': [round(t, 4) for t in times],
+           'median_image_sec': round(median, 4),
+           'accelerator': engine.accelerator.summary()}
+    if ours:
+        per_pixel = (median / (size[0] * size[1])) / (ours / (args.size * args.size))
+        out['per_pixel_over_1024'] = round(per_pixel, 4)
+    return out
+
+
+def phase_fp8(args, state):
+    """Measure precision fp8 (torchao row-wise FP8 in both UNets): time, deviation from fp16."""
+    from sdxl_ros.engine import SdxlEngine
+    state.pop('engine', None)
+    import torch
+    torch._dynamo.reset()
+    free_all()
+    engine = SdxlEngine(make_config(args, fast_path=True, acceleration={
+        'precision': 'fp8', 'compile_cache_dir': os.path.join(args.work_dir, 'cache_fp8')}))
+    start = time.perf_counter()
+    engine.load()
+    load_sec = time.perf_counter() - start
+    prepare_sec = engine.prepare_fast_path([(args.size, args.size)])
+    request = make_request(args)
+    first, image, figures = time_images(lambda: engine.generate(request).images[0],
+                                        args.images)
+    state['images']['ours_fp8'] = image
+    figures.update(load_sec=round(load_sec, 3), prepare_sec=round(prepare_sec, 3),
+                   accelerator=engine.accelerator.summary(), memory=gpu_memory())
+    figures.update(time_loop(args, engine.base_pipeline, engine.refiner_pipeline,
+                             engine.accelerator.decode))
     return figures
 
 
 def child_restart(args):
-    """In a fresh process: import, load with warm caches (serving), first image."""
+    """
+    Time a fresh process: import, load (serving), first goal, preparation, images.
+
+    The first goal comes right after load; then the child waits for the background
+    preparation of 1024² and times three images.
+    """
     t0 = time.time()
     from sdxl_ros.engine import SdxlEngine
     t_import = time.time()
-    engine = SdxlEngine(make_config(args, fast_path=True))
+    overrides = json.loads(args.child_accel or '{}')
+    accel = {'background_prepare': True, 'prepare_sizes': ((args.size, args.size),)}
+    accel.update(overrides)
+    engine = SdxlEngine(make_config(args, acceleration=accel, fast_path=True))
     profiler = None
     if args.child_profile:
         import cProfile
@@ -362,25 +524,24 @@ def child_restart(args):
         profiler.enable()
     engine.load()
     t_ready = time.time()
-    if profiler is not None:
-        profiler.disable()
     engine.generate(make_request(args))
     t_first = time.time()
+    while engine.accelerator.has_work() and time.time() - t_ready < 300:
+        time.sleep(0.05)
+    t_prepared = time.time()
+    if profiler is not None:
+        profiler.disable()
     times = []
     for _ in range(3):
         start = time.perf_counter()
         engine.generate(make_request(args))
         times.append(time.perf_counter() - start)
-    accel = engine.accelerator.summary()
-    timings = accel.get('timings', {})
-    load_and_warm = t_ready - t_import
+    summary = engine.accelerator.summary()
     out = {'import_sec': round(t_import - t0, 3),
-           'load_and_warm_up_sec': round(load_and_warm, 3),
-           'weights_sec': round(load_and_warm - timings.get('apply_sec', 0)
-                                - timings.get('warm_up_sec', 0), 3),
-           'ready_wall': t_ready, 'first_image_wall': t_first,
+           'load_sec': round(t_ready - t_import, 3),
+           'ready_wall': t_ready, 'first_image_wall': t_first, 'prepared_wall': t_prepared,
            'first_image_sec': round(t_first - t_ready, 3),
-           'median_image_sec': round(statistics.median(times), 4), 'accelerator': accel}
+           'median_image_sec': round(statistics.median(times), 4), 'accelerator': summary}
     if profiler is not None:
         out['profile'] = _profile_text(profiler)
         try:
@@ -404,35 +565,35 @@ def _profile_text(profiler, lines=45):
     return text
 
 
-def _run_child(args, env_overrides, profile=False, timeout=400):
-    """Spawn a restart child with `env_overrides`; return its figures (or the error)."""
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(args.work_dir, 'cache_ours'))
-    env.update(env_overrides)
+def _run_child(args, overrides, profile=False, timeout=400):
+    """Spawn a restart child with AccelerationConfig `overrides`; return its figures."""
     command = [sys.executable, os.path.abspath(__file__), '--child-restart',
                '--preset', args.preset, '--device', args.device, '--size', str(args.size),
-               '--steps', str(args.steps)] + (['--child-profile'] if profile else [])
+               '--steps', str(args.steps), '--work-dir', args.work_dir,
+               '--child-accel', json.dumps(overrides)] + (['--child-profile'] if profile else [])
     spawn = time.time()
     try:
-        proc = subprocess.run(command, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {'error': f'timed out after {timeout} s', 'env': env_overrides}
+        return {'error': f'timed out after {timeout} s', 'overrides': overrides}
     if proc.returncode != 0:
-        return {'error': proc.stderr[-3000:], 'env': env_overrides}
+        return {'error': proc.stderr[-3000:], 'overrides': overrides}
     child = json.loads(proc.stdout.strip().splitlines()[-1])
-    child['env'] = env_overrides
+    child['overrides'] = overrides
     child['spawn_to_serving_sec'] = round(child.pop('ready_wall') - spawn, 3)
     child['spawn_to_first_image_sec'] = round(child.pop('first_image_wall') - spawn, 3)
+    child['spawn_to_prepared_sec'] = round(child.pop('prepared_wall') - spawn, 3)
     return child
 
 
 def _parse_variant(text):
-    """Turn 'default' or 'A=1 B=2' into (name, environment overrides)."""
+    """Turn 'default' or 'compile_regions=("ResnetBlock2D",) ...' into (name, overrides)."""
+    import ast
     text = text.strip()
     if text in ('', 'default'):
         return 'default', {}
     pairs = dict(item.split('=', 1) for item in text.split())
-    return text, pairs
+    return text, {k: ast.literal_eval(v) for k, v in pairs.items()}
 
 
 def phase_restart(args, state):
@@ -459,7 +620,8 @@ def phase_restart(args, state):
     if args.profile_restart:
         out['profiled'] = _run_child(args, {}, profile=True)
     default = out.get('default', {})
-    for key in ('spawn_to_serving_sec', 'spawn_to_first_image_sec'):
+    for key in ('spawn_to_serving_sec', 'spawn_to_first_image_sec', 'spawn_to_prepared_sec',
+                'median_image_sec'):
         if key in default:
             out[key] = default[key]
     return out
@@ -692,8 +854,7 @@ def phase_env(args, state):
                          'cfg': args.cfg, 'scheduler': 'Euler (EulerDiscreteScheduler)',
                          'batch': 1, 'seed': SEED, 'prompt': PROMPT, 'preset': args.preset,
                          'dtype': 'float16', 'timed_images': args.images},
-            'fast_path_knobs': {k: v for k, v in os.environ.items()
-                                if k.startswith('SDXL_ROS_')}}
+            'stock_variants': args.stock_variants}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
@@ -709,17 +870,30 @@ def phase_env(args, state):
 
 
 def summarize(results):
-    """Ratios and agreement from the phases that ran."""
+    """Ratios against stock eager and stock best (the fastest stock tuning), per target."""
     summary = {}
-    eager = results.get('stock_eager', {}).get('median_image_sec')
-    best = results.get('stock_best', {}).get('median_image_sec')
-    ours = results.get('ours', {}).get('median_image_sec')
-    if ours and eager:
-        summary['ours_over_stock_eager'] = round(ours / eager, 4)
-    if ours and best:
-        summary['ours_over_stock_best'] = round(ours / best, 4)
-    if best and eager:
-        summary['stock_best_over_stock_eager'] = round(best / eager, 4)
+    eager = results.get('stock_eager', {})
+    best = results.get('stock_best', {})
+    ours = results.get('ours', {})
+    fp8 = results.get('fp8', {})
+    for key, name in (('median_image_sec', 'end_to_end'), ('median_loop_sec', 'loop_only')):
+        if ours.get(key) and best.get(key):
+            summary[f'ours_over_stock_best_{name}'] = round(ours[key] / best[key], 4)
+        if ours.get(key) and eager.get(key):
+            summary[f'ours_over_stock_eager_{name}'] = round(ours[key] / eager[key], 4)
+        if fp8.get(key) and best.get(key):
+            summary[f'fp8_over_stock_best_{name}'] = round(fp8[key] / best[key], 4)
+    if best.get('median_image_sec') and eager.get('median_image_sec'):
+        summary['stock_best_over_stock_eager'] = round(
+            best['median_image_sec'] / eager['median_image_sec'], 4)
+    new_size = results.get('new_size', {})
+    for key in ('first_goal_sec', 'per_pixel_over_1024'):
+        if key in new_size:
+            summary[f'new_size_{key}'] = new_size[key]
+    restart = results.get('restart', {})
+    for key in ('spawn_to_serving_sec', 'spawn_to_first_image_sec', 'spawn_to_prepared_sec'):
+        if key in restart:
+            summary[f'restart_{key}'] = restart[key]
     return summary
 
 
@@ -745,11 +919,13 @@ def write_partial(args, state):
             np.save(os.path.join(args.images_dir, name + '.npy'), image)
     agree = {}
     if 'stock_eager' in images:
-        for name in ('ours', 'stock_best'):
-            if name in images:
+        for name in sorted(images):
+            if name != 'stock_eager':
                 agree[f'{name}_vs_stock_eager'] = agreement(images[name], images['stock_eager'])
     if 'ours' in images and 'stock_best' in images:
         agree['ours_vs_stock_best'] = agreement(images['ours'], images['stock_best'])
+    if 'ours' in images and 'ours_fp8' in images:
+        agree['ours_fp8_vs_ours_fp16'] = agreement(images['ours_fp8'], images['ours'])
     results['agreement'] = agree
     results['summary'] = summarize(results)
     text = json.dumps(results, indent=1, default=str)
@@ -761,7 +937,8 @@ def write_partial(args, state):
 
 
 PHASES = {'env': phase_env, 'attention': phase_attention, 'stock_eager': phase_stock_eager,
-          'stock_best': phase_stock_best, 'ours': phase_ours, 'kernels': phase_kernels,
+          'stock_best': phase_stock_best, 'ours': phase_ours, 'new_size': phase_new_size,
+          'fp8': phase_fp8, 'kernels': phase_kernels,
           'restart': phase_restart,
           'memory': phase_memory, 'checkpoint': phase_checkpoint}
 
@@ -775,12 +952,13 @@ def main(argv=None):
         return 0
     os.makedirs(args.work_dir, exist_ok=True)
     if not args.keep_caches:  # cold caches: this run's compile caches start empty
-        subprocess.run(['rm', '-rf', os.path.join(args.work_dir, 'cache_stock'),
-                        os.path.join(args.work_dir, 'cache_ours')], check=False)
+        import glob
+        subprocess.run(['rm', '-rf'] + glob.glob(os.path.join(args.work_dir, 'cache_*')),
+                       check=False)
     state = {'results': {'phases_run': []}, 'images': load_images(args)}
     phases = [p.strip() for p in args.phases.split(',') if p.strip()]
     for name in phases:
-        if name == 'stock_best' and 'engine' in state:
+        if name in ('stock_best', 'fp8') and 'engine' in state:
             del state['engine']  # ours is measured; free its memory for the stock run
             free_all()
             import torch

@@ -84,3 +84,30 @@ def test_config_file_values_are_the_defaults():
     for spec in PARAMETERS:
         assert values[spec.name] == spec.default, spec.name
         assert type(values[spec.name]) is type(spec.default), spec.name
+
+
+def test_fast_path_parameters_reach_the_engine_config():
+    from sdxl_ros.engine.config import STANDARD_SIZES
+    params = NodeParameters.defaults()
+    accel = params.engine_config().acceleration
+    assert accel.precision == 'fp16' and accel.prepare_sizes == STANDARD_SIZES
+    assert accel.compile_cache_dir == ''
+    changed = params.updated({'precision': 'fp8', 'prepare_sizes': '1152x896, 64x64',
+                              'compile_cache_dir': '/tmp/cc'})
+    accel = changed.engine_config().acceleration
+    assert accel.precision == 'fp8' and accel.prepare_sizes == ((1152, 896), (64, 64))
+    assert accel.compile_cache_dir == '/tmp/cc'
+    assert params.updated({'prepare_sizes': ''}).engine_config().acceleration.prepare_sizes == ()
+    for name in ('precision', 'prepare_sizes', 'compile_cache_dir'):
+        assert needs_reload(params, changed.updated({name: getattr(params, name)})) or \
+            needs_reload(params, params.updated({name: getattr(changed, name)}))
+
+
+def test_bad_fast_path_parameters_are_refused_with_a_reason():
+    params = NodeParameters.defaults()
+    assert any('precision' in p for p in check_parameters(
+        params.updated({'precision': 'int4'}), check_models=False))
+    assert any('WIDTHxHEIGHT' in p for p in check_parameters(
+        params.updated({'prepare_sizes': '1024x1024,big'}), check_models=False))
+    assert any('multiple of 8' in p for p in check_parameters(
+        params.updated({'prepare_sizes': '1020x1024'}), check_models=False))

@@ -16,7 +16,7 @@ turns torch OOM into OutOfMemory after freeing caches. Heavy imports (torch, dif
 only when models are loaded.
 """
 
-from sdxl_ros.engine.config import EngineConfig
+from sdxl_ros.engine.config import AccelerationConfig, EngineConfig
 from sdxl_ros.engine.errors import (EngineError, GenerationCancelled, ModelLoadError,
                                     OutOfMemory)
 from sdxl_ros.engine.presets import PRESETS
@@ -25,6 +25,6 @@ from sdxl_ros.engine.result import GenerationResult
 from sdxl_ros.engine.sdxl_engine import SdxlEngine
 
 __all__ = [
-    'EngineConfig', 'EngineError', 'GenerationCancelled', 'GenerationResult', 'ModelLoadError',
-    'OutOfMemory', 'PRESETS', 'Progress', 'SdxlEngine',
+    'AccelerationConfig', 'EngineConfig', 'EngineError', 'GenerationCancelled',
+    'GenerationResult', 'ModelLoadError', 'OutOfMemory', 'PRESETS', 'Progress', 'SdxlEngine',
 ]

@@ -3,12 +3,79 @@
 """Engine configuration: which models, where, on what device, and how to use memory."""
 
 from dataclasses import dataclass, field
+from typing import Callable, Tuple, Union
 
 from sdxl_ros.engine.request import Limits
 
 DEVICES = ('auto', 'cuda', 'cpu')
 DTYPES = ('auto', 'float16', 'bfloat16', 'float32')
 MEMORY_MODES = ('resident', 'model_offload', 'sequential_offload')
+FAULT_POINTS = ('', 'apply', 'prepare', 'goal')
+PRECISIONS = ('fp16', 'fp8')
+COMPILE_KINDS = ('regional', 'none')
+SDPA_CHOICES = ('cudnn', 'flash', 'default')
+#: SDXL's standard sizes (width, height): the fast path prepares these in the background.
+STANDARD_SIZES = ((1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216),
+                  (1344, 768), (768, 1344), (1536, 640), (640, 1536))
+#: Block classes compiled one by one ("regional compilation"), as measured best.
+REGION_CLASSES = ('ResnetBlock2D', 'Transformer2DModel', 'Downsample2D', 'Upsample2D')
+
+
+def parse_size(text):
+    """Turn 'WxH' into (W, H); raise ValueError with the expected form otherwise."""
+    parts = str(text).lower().replace(' ', '').split('x')
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f'size {text!r} is not WIDTHxHEIGHT (e.g. 1024x1024)')
+    return int(parts[0]), int(parts[1])
+
+
+@dataclass
+class AccelerationConfig:
+    """
+    How the GPU fast path works (used only when EngineConfig.fast_path applies).
+
+    The defaults are the measured best on an H200 (bench/NOTES.md); the node exposes only
+    precision, prepare_sizes and compile_cache_dir, the rest are for benchmarks and tests.
+    precision: fp16 (same pictures as plain diffusers) or fp8 (opt-in: FP8 matmuls in both
+    UNets through torchao, compute capability >= 8.9; other pictures within a few dB).
+    prepare_sizes: (width, height) pairs compiled and graph-captured in the background after
+    load; a goal at a size not (yet) prepared runs eagerly and is prepared afterwards.
+    compile_cache_dir: Inductor's persistent cache ('' = ~/.cache/sdxl_ros/torchinductor);
+    it sets TORCHINDUCTOR_CACHE_DIR, the only way Inductor takes one.
+    background_prepare: False prepares nothing by itself (benchmarks call
+    SdxlEngine.prepare_fast_path and wait).
+    compile_backend: torch.compile backend (a name or a callable; tests pass one that raises).
+    fault_at: test hook: raise inside 'apply', 'prepare' or a goal's UNet call ('goal').
+    """
+
+    precision: str = 'fp16'
+    prepare_sizes: Tuple[Tuple[int, int], ...] = STANDARD_SIZES
+    compile_cache_dir: str = ''
+    background_prepare: bool = True
+    compile: str = 'regional'  # noqa: A003 - the torch.compile choice, by its name
+    compile_mode: str = 'default'
+    compile_regions: Tuple[str, ...] = REGION_CLASSES
+    compile_backend: Union[str, Callable] = 'inductor'
+    compile_text_encoders: bool = False
+    cuda_graphs: bool = True
+    graph_text_encoders: bool = True
+    sdpa_backend: str = 'cudnn'
+    cudnn_benchmark: bool = False
+    fault_at: str = ''
+    simulate_cuda: bool = False  # test hook: decide and apply as if a CPU were a CUDA GPU
+
+    def __post_init__(self):
+        """Refuse unknown choices early, with the allowed values; normalise the sizes."""
+        for name, value, allowed in (('precision', self.precision, PRECISIONS),
+                                     ('compile', self.compile, COMPILE_KINDS),
+                                     ('sdpa_backend', self.sdpa_backend, SDPA_CHOICES),
+                                     ('fault_at', self.fault_at, FAULT_POINTS)):
+            if value not in allowed:
+                raise ValueError(f'{name} {value!r} is not one of: ' + ', '.join(allowed))
+        self.prepare_sizes = tuple(
+            parse_size(s) if isinstance(s, str) else (int(s[0]), int(s[1]))
+            for s in self.prepare_sizes)
+        self.compile_regions = tuple(self.compile_regions)
 
 
 @dataclass
@@ -21,6 +88,7 @@ class EngineConfig:
     against `model_dir`. An empty refiner_model means base only.
     tokenizer_dir: a folder holding CLIP tokenizer files (vocab.json + merges.txt, or
     `tokenizer/` and `tokenizer_2/` subfolders) for single-file checkpoints.
+    fast_path: the GPU fast path (engine/acceleration.py), tuned by `acceleration`.
     fault_oom_at_step: test hook; at this 1-based step of every image the engine raises an
     out-of-memory error as torch would (0 = off).
     """
@@ -34,6 +102,7 @@ class EngineConfig:
     memory_mode: str = 'resident'
     vae_tiling: bool = False
     fast_path: bool = True
+    acceleration: AccelerationConfig = field(default_factory=AccelerationConfig)
     limits: Limits = field(default_factory=Limits)
     fault_oom_at_step: int = 0
 

@@ -7,6 +7,7 @@ No ROS here (README "Architecture"): the node drives this class from its execute
 translates progress, cancel and errors into action feedback and results.
 """
 
+import logging
 import random
 import threading
 import time
@@ -19,11 +20,14 @@ from sdxl_ros.engine.infotext import format_infotext
 from sdxl_ros.engine.init_image import prepare_init
 from sdxl_ros.engine.memory import (activation_bytes, module_bytes, release_cached_memory,
                                     usable_device_bytes)
+from sdxl_ros.engine.preparation import GoalGate
 from sdxl_ros.engine.preview import latents_to_rgb
 from sdxl_ros.engine.progress import Progress, ProgressClock
 from sdxl_ros.engine.request import SEED_LIMIT, validate_request
 from sdxl_ros.engine.result import GenerationResult
 from sdxl_ros.engine.step_plan import img2img_switch, plan_steps
+
+LOG = logging.getLogger(__name__)
 
 # Message fragments by which torch reports running out of memory.
 _OOM_MARKERS = ('out of memory', "can't allocate memory", 'not enough memory')
@@ -54,7 +58,9 @@ class SdxlEngine:
         self._scheduler_configs = None
         self._accel = None
         self._derived = {}
+        self._preparer = None
         self._lock = threading.Lock()
+        self._gate = GoalGate()
 
     # ----------------------------------------------------------------- loading
     @property
@@ -111,6 +117,7 @@ class SdxlEngine:
             on_progress(Progress(stage='loading'))
         self.unload()
         device, dtype = self._resolve_device_dtype()
+        self._check_precision(device)
         try:
             models = load_models(self.config, device, dtype)
         except ModelLoadError:
@@ -136,12 +143,53 @@ class SdxlEngine:
         if on_progress:
             on_progress(Progress(stage='loading', elapsed_sec=time.monotonic() - start))
 
+    def _check_precision(self, device):
+        """Refuse a precision this machine cannot run (before any weight is read)."""
+        if self.config.acceleration.precision == 'fp16':
+            return
+        from sdxl_ros.engine.acceleration import precision_problem, probe_facts
+        problem = precision_problem(
+            probe_facts(device, self.config.acceleration.simulate_cuda),
+            self.config.fast_path, self.config.acceleration)
+        if problem:
+            raise ModelLoadError(f'{problem}; use precision fp16')
+
     def _accelerate(self, models):
-        """Apply the GPU fast path (acceleration.py; a no-op on CPU) and warm it up."""
-        from sdxl_ros.engine.acceleration import accelerate_pipelines
-        self._accel = accelerate_pipelines(models.base, models.refiner, self.config,
-                                           self._device)
-        self._accel.warm_up(self)
+        """Apply the GPU fast path (acceleration.py; a no-op on CPU); prepare in background."""
+        from sdxl_ros.engine.acceleration import accelerate_pipelines, switch_off, Yielded
+        from sdxl_ros.engine.preparation import BackgroundPreparer
+        accel = self._accel = accelerate_pipelines(models.base, models.refiner, self.config,
+                                                   self._device, self._dtype)
+        if not accel.enabled or not self.config.acceleration.background_prepare:
+            return
+        self._preparer = BackgroundPreparer(
+            accel, self._lock, self._gate, Yielded,
+            lambda error: switch_off(accel, 'preparing failed', error))
+        accel.on_work = self._preparer.wake
+        self._preparer.start()
+
+    def prepare_fast_path(self, sizes=None):
+        """
+        Prepare (compile, capture) the fast path now, in this thread; return the seconds.
+
+        For benchmarks and tests: `sizes` [(width, height)] are queued first; everything
+        pending is done before this returns. A failure switches the fast path off (logged)
+        and is not raised: the engine then serves plain diffusers.
+        """
+        from sdxl_ros.engine.acceleration import switch_off
+        accel = self._accel
+        if accel is None or not accel.enabled:
+            return 0.0
+        start = time.monotonic()
+        for width, height in sizes or ():
+            accel.queue_size(width, height)
+        with self._lock:
+            try:
+                while accel.prepare_next():
+                    pass
+            except Exception as error:  # noqa: BLE001 - degrade, never break
+                switch_off(accel, 'preparing failed', error)
+        return time.monotonic() - start
 
     @property
     def accelerator(self):
@@ -217,6 +265,9 @@ class SdxlEngine:
     def unload(self):
         """Drop the pipelines and return their GPU memory."""
         self._derived = {}
+        if self._preparer is not None:
+            self._preparer.stop(timeout=60)
+            self._preparer = None
         self._models = None
         self._scheduler_configs = None
         if self._accel is not None:
@@ -256,9 +307,10 @@ class SdxlEngine:
         request = validate_request(request, self.config.limits)
         if self._models is None:
             raise EngineError('models are not loaded: call load() first')
-        with self._lock:
+        with self._gate.goal(), self._lock:
             try:
-                return self._generate(request, on_progress, cancel, preview_every_n_steps)
+                return self._generate_degrading(request, on_progress, cancel,
+                                                preview_every_n_steps)
             except _Cancelled:
                 raise GenerationCancelled('generation cancelled; no image was decoded') \
                     from None
@@ -272,6 +324,22 @@ class SdxlEngine:
                         f'{str(error).splitlines()[0]} Try a smaller size, fewer images, '
                         'vae_tiling, or memory_mode model_offload') from error
                 raise EngineError(f'generation failed: {error}') from error
+
+    def _generate_degrading(self, request, on_progress, cancel, preview_every):
+        """Run `_generate`; if the fast path fails inside it, switch it off and run plainly."""
+        accel = self._accel
+        if accel is None or not accel.enabled:
+            return self._generate(request, on_progress, cancel, preview_every)
+        try:
+            return self._generate(request, on_progress, cancel, preview_every)
+        except (_Cancelled, EngineError, ValueError):
+            raise
+        except Exception as error:
+            if _is_oom(error):
+                raise
+            from sdxl_ros.engine.acceleration import switch_off
+            switch_off(accel, 'failed during a goal', error)
+            return self._generate(request, on_progress, cancel, preview_every)
 
     def _generate(self, request, on_progress, cancel, preview_every):
         """Run the body of `generate`, without the error translation."""

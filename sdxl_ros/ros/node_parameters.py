@@ -11,7 +11,8 @@ No rclpy here, so the table and the checks are tested without ROS.
 from dataclasses import dataclass, fields, replace
 from typing import Optional
 
-from sdxl_ros.engine.config import DEVICES, DTYPES, EngineConfig, MEMORY_MODES
+from sdxl_ros.engine.config import (AccelerationConfig, DEVICES, DTYPES, EngineConfig,
+                                    MEMORY_MODES, parse_size, PRECISIONS, STANDARD_SIZES)
 from sdxl_ros.engine.request import (DEFAULT_DENOISING_STRENGTH, Limits, MAX_GUIDANCE,
                                      MIN_GUIDANCE)
 from sdxl_ros.engine.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
@@ -58,9 +59,24 @@ PARAMETERS = (
                   'or sequential_offload (least memory, slowest).', choices=MEMORY_MODES),
     ParameterSpec('vae_tiling', False, 'Decode the image in tiles to save memory at large sizes.'),
     ParameterSpec('fast_path', True,
-                  'On CUDA, compile the models and capture CUDA graphs at load (minutes the '
-                  'first time, cached across restarts) for ~2x faster images with the same '
-                  'pictures; false = plain diffusers. No effect on CPU or with offloading.'),
+                  'On CUDA, compile the UNets and serve them from CUDA graphs, prepared in the '
+                  'background after serving starts (prepare_sizes; compiled code cached '
+                  'across restarts) for ~2x faster images than plain diffusers with the same '
+                  'pictures; where it cannot run the node logs why and serves plain diffusers. '
+                  'false = plain diffusers. No effect on CPU or with offloading.'),
+    ParameterSpec('precision', 'fp16',
+                  'fp16: the same pictures as plain diffusers. fp8 (opt-in, needs fast_path, '
+                  'torchao and a GPU of compute capability >= 8.9): FP8 matmuls in both UNets, '
+                  'faster, slightly different pictures (quality on real weights not measured '
+                  'here). Refused with the reason where it cannot run.', choices=PRECISIONS),
+    ParameterSpec('prepare_sizes', ','.join(f'{w}x{h}' for w, h in STANDARD_SIZES),
+                  'Comma-separated WIDTHxHEIGHT sizes the fast path compiles and captures in '
+                  'the background after the node starts serving (goals first). A goal at a '
+                  'size not prepared yet runs eagerly (about 2x slower) and its size is '
+                  'prepared afterwards; empty = prepare only what goals meet.'),
+    ParameterSpec('compile_cache_dir', '',
+                  "Folder for the fast path's compiled code, kept across restarts; empty = "
+                  '~/.cache/sdxl_ros/torchinductor.'),
     ParameterSpec('default_width', 1024, 'Image width for goals with width 0 (multiple of 8).',
                   minimum=8, maximum=8192, step=8),
     ParameterSpec('default_height', 1024,
@@ -111,7 +127,8 @@ PARAMETERS = (
 #: Parameters whose change means the models must be loaded again.
 RELOAD_PARAMETERS = frozenset((
     'base_model', 'refiner_model', 'model_dir', 'tokenizer_dir', 'device', 'dtype',
-    'memory_mode', 'vae_tiling', 'fast_path', 'fault_oom_at_step'))
+    'memory_mode', 'vae_tiling', 'fast_path', 'precision', 'prepare_sizes', 'compile_cache_dir',
+    'fault_oom_at_step'))
 
 
 @dataclass(frozen=True)
@@ -128,6 +145,9 @@ class NodeParameters:
     memory_mode: str
     vae_tiling: bool
     fast_path: bool
+    precision: str
+    prepare_sizes: str
+    compile_cache_dir: str
     default_width: int
     default_height: int
     default_steps: int
@@ -168,8 +188,18 @@ class NodeParameters:
             base_model=self.base_model, refiner_model=self.refiner_model,
             model_dir=self.model_dir, tokenizer_dir=self.tokenizer_dir, device=self.device,
             dtype=self.dtype, memory_mode=self.memory_mode, vae_tiling=self.vae_tiling,
-            fast_path=self.fast_path, limits=self.limits(),
+            fast_path=self.fast_path, acceleration=self.acceleration(), limits=self.limits(),
             fault_oom_at_step=self.fault_oom_at_step)
+
+    def sizes_to_prepare(self):
+        """Return prepare_sizes as (width, height) pairs (ValueError names a bad entry)."""
+        return tuple(parse_size(item) for item in self.prepare_sizes.split(',') if item.strip())
+
+    def acceleration(self):
+        """Return the fast path's configuration these values describe."""
+        return AccelerationConfig(precision=self.precision,
+                                  prepare_sizes=self.sizes_to_prepare(),
+                                  compile_cache_dir=self.compile_cache_dir)
 
 
 def needs_reload(old, new):
@@ -195,6 +225,12 @@ def check_parameters(params, check_models=True):
                         'of ' + ', '.join(SCHEDULER_NAMES))
     if params.min_side > params.max_side:
         problems.append(f'min_side {params.min_side} is larger than max_side {params.max_side}')
+    try:
+        for width, height in params.sizes_to_prepare():
+            if width % 8 or height % 8:
+                problems.append(f'prepare_sizes entry {width}x{height} is not a multiple of 8')
+    except ValueError as error:
+        problems.append(f'prepare_sizes: {error}')
     if check_models:
         problems.extend(_model_problems(params))
     return problems
