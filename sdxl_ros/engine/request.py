@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import math
 import re
 
+from sdxl_ros.engine.prompt_parser import extract_loras, PromptSyntaxError
 from sdxl_ros.engine.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
 
 #: Largest seed + 1: seeds are unsigned 32-bit as in A1111.
@@ -20,6 +21,9 @@ SEED_LIMIT = 2 ** 32
 #: Guidance (CFG) bounds. 1.0 turns classifier-free guidance off; above 30 images burn out.
 MIN_GUIDANCE = 1.0
 MAX_GUIDANCE = 30.0
+
+#: Emphasis modes (A1111's names, lower case); '' in a request = the engine's configured one.
+EMPHASIS_MODES = ('original', 'none')
 
 # Control characters other than tab and newline (C0, DEL, C1). They are removed from prompts
 # rather than refused: they are invisible, come from copy-paste, and CLIP ignores them anyway.
@@ -44,6 +48,7 @@ class GenerationRequest:
     seed: int = -1
     scheduler: str = 'DPM++ 2M Karras'
     num_images: int = 1
+    emphasis: str = ''
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,8 @@ class Limits:
 
     Defaults: sides 256..2048 px (SDXL is trained at ~1024 px; smaller gives cartoonish
     results, larger exhausts memory), at most 150 steps, 8 images per request and
-    4000 characters per prompt (CLIP reads only 77 tokens; longer text is truncated by the
-    tokenizer, the limit just stops absurd payloads). The `tiny` preset needs `min_side` 64
+    4000 characters per prompt (long prompts are read in 77-token chunks as in A1111; the
+    limit just stops absurd payloads). The `tiny` preset needs `min_side` 64
     or lower.
     """
 
@@ -74,7 +79,7 @@ def _clean_text(text, field, limits):
     if len(text) > limits.max_prompt_chars:
         raise RequestError(
             f'{field} is {len(text)} characters long; at most {limits.max_prompt_chars} '
-            'are allowed (CLIP only reads the first 77 tokens anyway)')
+            'are allowed')
     return text
 
 
@@ -114,6 +119,17 @@ def _check_side(value, field, limits):
     return value
 
 
+def _check_prompt_tags(prompt, negative):
+    """Refuse malformed `<lora:...>` tags, and LoRA tags in the negative prompt."""
+    try:
+        extract_loras(prompt)
+        if extract_loras(negative)[1]:
+            raise RequestError('negative_prompt holds a <lora:...> tag: LoRAs are applied from '
+                               'the prompt only; move the tag there')
+    except PromptSyntaxError as error:
+        raise RequestError(str(error)) from None
+
+
 def validate_request(request, limits=None):
     """
     Check every field of `request` and return the normalised request.
@@ -130,6 +146,7 @@ def validate_request(request, limits=None):
     if not prompt:
         raise RequestError('prompt is empty: describe what to draw')
     negative = _clean_text(request.negative_prompt, 'negative_prompt', limits)
+    _check_prompt_tags(prompt, negative)
     width = _check_side(request.width, 'width', limits)
     height = _check_side(request.height, 'height', limits)
     steps = _check_int(request.steps, 'steps')
@@ -165,6 +182,9 @@ def validate_request(request, limits=None):
         raise RequestError(
             f'unknown scheduler {request.scheduler!r}: use one of '
             + ', '.join(SCHEDULER_NAMES))
+    if request.emphasis not in ('',) + EMPHASIS_MODES:
+        raise RequestError(f'emphasis {request.emphasis!r} is unknown: use one of '
+                           + ', '.join(EMPHASIS_MODES))
     return replace(
         request, prompt=prompt, negative_prompt=negative, width=width, height=height,
         steps=steps, guidance_scale=guidance, refiner_switch=switch, seed=seed,

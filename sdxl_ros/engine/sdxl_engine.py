@@ -16,6 +16,7 @@ from sdxl_ros.engine.decoding import decode_latents, vae_needs_fp32
 from sdxl_ros.engine.errors import (EngineError, GenerationCancelled, ModelLoadError,
                                     OutOfMemory)
 from sdxl_ros.engine.infotext import format_infotext
+from sdxl_ros.engine.lora_files import request_loras
 from sdxl_ros.engine.memory import (activation_bytes, module_bytes, release_cached_memory,
                                     usable_device_bytes)
 from sdxl_ros.engine.preview import latents_to_rgb
@@ -52,6 +53,8 @@ class SdxlEngine:
         self._dtype = None
         self._scheduler_configs = None
         self._accel = None
+        self._lora_target = None
+        self._loras = None
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- loading
@@ -86,6 +89,11 @@ class SdxlEngine:
     def refiner_pipeline(self):
         """Return the diffusers refiner pipeline, or None when there is no refiner."""
         return self._models.refiner if self._models else None
+
+    @property
+    def lora_target(self):
+        """Return the widths a LoRA must match (lora_files.LoraTarget), or None before load."""
+        return self._lora_target
 
     def _resolve_device_dtype(self):
         """Turn 'auto' device/dtype into torch objects, refusing CUDA when there is none."""
@@ -130,6 +138,9 @@ class SdxlEngine:
             'base': dict(models.base.scheduler.config),
             'refiner': dict(models.refiner.scheduler.config) if models.refiner else None}
         self._models = models
+        from sdxl_ros.engine.lora import lora_target, LoraSet
+        self._lora_target = lora_target(models.base, models.refiner)
+        self._loras = LoraSet(models.base)
         self._accelerate(models)
         if on_progress:
             on_progress(Progress(stage='loading', elapsed_sec=time.monotonic() - start))
@@ -194,6 +205,8 @@ class SdxlEngine:
         """Drop the pipelines and return their GPU memory."""
         self._models = None
         self._scheduler_configs = None
+        self._lora_target = None
+        self._loras = None
         if self._accel is not None:
             self._accel.disable('unloaded')
             self._accel = None
@@ -231,9 +244,11 @@ class SdxlEngine:
         request = validate_request(request, self.config.limits)
         if self._models is None:
             raise EngineError('models are not loaded: call load() first')
+        text, loras = request_loras(request, self.config.lora_dir, self._lora_target)
         with self._lock:
             try:
-                return self._generate(request, on_progress, cancel, preview_every_n_steps)
+                return self._generate(request, on_progress, cancel, preview_every_n_steps,
+                                      text, loras)
             except _Cancelled:
                 raise GenerationCancelled('generation cancelled; no image was decoded') \
                     from None
@@ -248,10 +263,14 @@ class SdxlEngine:
                         'vae_tiling, or memory_mode model_offload') from error
                 raise EngineError(f'generation failed: {error}') from error
 
-    def _generate(self, request, on_progress, cancel, preview_every):
+    def _generate(self, request, on_progress, cancel, preview_every, text, loras):
         """Run the body of `generate`, without the error translation."""
         import torch
+        from sdxl_ros.engine.lora import fused_mode_needed
         models = self._models
+        self._loras.apply(loras, fused_mode_needed(models.base, self._accel))
+        emphasis = request.emphasis or self.config.emphasis
+        lora_hashes = [(lora.name, lora.short_hash) for lora, _ in loras]
         seed = request.seed if request.seed != -1 else random.randrange(
             SEED_LIMIT - request.num_images + 1)
         plan = plan_steps(request.scheduler, self._scheduler_configs['base'], request.steps,
@@ -263,7 +282,7 @@ class SdxlEngine:
             state = _StepState(self, request, plan, clock, index, on_progress, cancel,
                                preview_every)
             generator = torch.Generator('cpu').manual_seed(image_seed)
-            latents = self._denoise(request, plan, generator, state)
+            latents = self._denoise(request, plan, generator, state, text, emphasis)
             state.check_cancel()
             state.report('decoding', plan.total)
             decode_start = time.monotonic()
@@ -274,11 +293,12 @@ class SdxlEngine:
             result.seeds.append(image_seed)
             result.infotexts.append(format_infotext(
                 request, image_seed, models.base_name,
-                models.refiner_name if plan.uses_refiner else ''))
+                models.refiner_name if plan.uses_refiner else '', lora_hashes=lora_hashes,
+                emphasis=emphasis))
         result.elapsed_sec = clock.elapsed()
         return result
 
-    def _denoise(self, request, plan, generator, state):
+    def _denoise(self, request, plan, generator, state, text, emphasis):
         """Run base (and refiner) to latents; stops early when cancelled."""
         from sdxl_ros.engine.prompts import encode_base, encode_refiner
         from sdxl_ros.engine.schedulers import make_scheduler
@@ -292,8 +312,8 @@ class SdxlEngine:
         self._enter_stage('base')
         models.base.scheduler = make_scheduler(request.scheduler,
                                                self._scheduler_configs['base'])
-        base_embeds = encode_base(models.base, request.prompt, request.negative_prompt,
-                                  request.guidance_scale, self._device)
+        base_embeds = encode_base(models.base, text, request.negative_prompt,
+                                  request.guidance_scale, self._device, emphasis)
         latents = models.base(
             width=request.width, height=request.height,
             denoising_end=request.refiner_switch if plan.uses_refiner else None,
@@ -306,8 +326,8 @@ class SdxlEngine:
         models.refiner.scheduler = make_scheduler(request.scheduler,
                                                   self._scheduler_configs['refiner'])
         refiner_embeds = encode_refiner(models.base, models.refiner, base_embeds,
-                                        request.prompt, request.negative_prompt,
-                                        request.guidance_scale, self._device)
+                                        text, request.negative_prompt,
+                                        request.guidance_scale, self._device, emphasis)
         return models.refiner(image=latents, denoising_start=request.refiner_switch,
                               **refiner_embeds.as_kwargs(), **common).images
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 from sdxl_ros.engine.config import DEVICES, DTYPES, EngineConfig, MEMORY_MODES
-from sdxl_ros.engine.request import Limits, MAX_GUIDANCE, MIN_GUIDANCE
+from sdxl_ros.engine.request import EMPHASIS_MODES, Limits, MAX_GUIDANCE, MIN_GUIDANCE
 from sdxl_ros.engine.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
 
 
@@ -48,6 +48,14 @@ PARAMETERS = (
     ParameterSpec('tokenizer_dir', '',
                   'Folder with CLIP tokenizer files for single-file checkpoints (vocab.json + '
                   'merges.txt, or tokenizer/ and tokenizer_2/); empty = bundled/installed.'),
+    ParameterSpec('lora_dir', '',
+                  'Folder with the LoRA files that <lora:NAME:WEIGHT> prompt tags name '
+                  '(NAME.safetensors, also in direct subfolders; listed by ~/list_models); '
+                  'empty = goals with LoRA tags are refused.'),
+    ParameterSpec('emphasis', 'original',
+                  'How prompts read (word:1.2), [word] and BREAK: original (the A1111 default '
+                  'emphasis) or none (literal text). Long prompts are chunked either way.',
+                  choices=EMPHASIS_MODES),
     ParameterSpec('device', 'auto', 'Where to run: auto (CUDA if present), cuda or cpu.',
                   choices=DEVICES),
     ParameterSpec('dtype', 'auto', 'Weight precision: auto (float16 on CUDA, float32 on CPU), '
@@ -114,6 +122,8 @@ class NodeParameters:
     refiner_model: str
     model_dir: str
     tokenizer_dir: str
+    lora_dir: str
+    emphasis: str
     device: str
     dtype: str
     memory_mode: str
@@ -158,7 +168,8 @@ class NodeParameters:
             model_dir=self.model_dir, tokenizer_dir=self.tokenizer_dir, device=self.device,
             dtype=self.dtype, memory_mode=self.memory_mode, vae_tiling=self.vae_tiling,
             fast_path=self.fast_path, limits=self.limits(),
-            fault_oom_at_step=self.fault_oom_at_step)
+            fault_oom_at_step=self.fault_oom_at_step, emphasis=self.emphasis,
+            lora_dir=self.lora_dir)
 
 
 def needs_reload(old, new):
