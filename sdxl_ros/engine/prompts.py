@@ -126,14 +126,20 @@ def _encode_chunks(pipeline, per_encoder, device):
     import torch
     parts, pooled = [], None
     for chunks, (_, encoder) in zip(per_encoder, _encoders(pipeline)):
-        states = []
+        states, seen = [], {}
         for index, chunk in enumerate(chunks):
+            key = (tuple(chunk.tokens), tuple(chunk.weights))
+            if key in seen:
+                # Repeated chunks (the empty padding ones) are encoded once.
+                states.append(seen[key])
+                continue
             ids = torch.tensor([chunk.tokens], dtype=torch.long, device=device)
             out = encoder(ids, output_hidden_states=True)
             if index == 0 and out[0].ndim == 2:
                 # The projected pooled output (text_encoder_2): the first chunk's, as A1111.
                 pooled = out[0]
-            states.append(weighted(out.hidden_states[-2], chunk.weights))
+            seen[key] = weighted(out.hidden_states[-2], chunk.weights)
+            states.append(seen[key])
         parts.append(torch.cat(states, dim=1) if len(states) > 1 else states[0])
     embeds = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
     return embeds, pooled
