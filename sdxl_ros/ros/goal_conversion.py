@@ -24,7 +24,6 @@ def goal_to_request(goal, params):
         seed=int(goal.seed),
         scheduler=goal.scheduler or params.default_scheduler,
         num_images=int(goal.num_images) or 1,
-        emphasis=params.emphasis,
     )
 
 
