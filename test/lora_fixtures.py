@@ -53,7 +53,7 @@ def write_lora(path, state, metadata=None):
 
 
 def sd1_like_lora(base, seed=1):
-    """An SD 1.x-style LoRA: one text encoder (lora_te_) and 768-wide cross-attention."""
+    """Return an SD 1.x-style LoRA: one text encoder (lora_te_) and 768-wide cross-attention."""
     import torch
     state = kohya_state_dict({'lora_te_': (base.text_encoder, _TEXT_LAYERS)}, seed=seed)
     key = 'lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k'
@@ -64,5 +64,5 @@ def sd1_like_lora(base, seed=1):
 
 
 def refiner_lora(refiner, seed=2):
-    """A LoRA trained on the refiner UNet (cross-attention of the refiner's width)."""
+    """Return a LoRA trained on the refiner UNet (cross-attention of the refiner's width)."""
     return kohya_state_dict({'lora_unet_': (refiner.unet, _UNET_LAYERS)}, seed=seed)

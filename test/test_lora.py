@@ -17,7 +17,7 @@ import torch
 
 @pytest.fixture(scope='module')
 def lora_dir(tmp_path_factory):
-    """A lora_dir with SDXL LoRAs for the tiny base, an SD1-style one and a refiner one."""
+    """Write a lora_dir with SDXL LoRAs for the tiny base, an SD1-style one and a refiner one."""
     folder = tmp_path_factory.mktemp('loras')
     maker = tiny_engine()
     base, refiner = maker.base_pipeline, maker.refiner_pipeline
@@ -32,12 +32,12 @@ def lora_dir(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def engine(lora_dir):
-    """A tiny CPU engine with lora_dir set (plain PEFT path)."""
+    """Load a tiny CPU engine with lora_dir set (plain PEFT path)."""
     return tiny_engine(lora_dir=str(lora_dir))
 
 
 def _weights(pipeline):
-    """The base weights of UNet and both text encoders, PEFT wrappers looked through."""
+    """Return the base weights of UNet and both text encoders, PEFT wrappers looked through."""
     found = {}
     for component in ('unet', 'text_encoder', 'text_encoder_2'):
         for key, value in getattr(pipeline, component).state_dict().items():

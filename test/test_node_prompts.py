@@ -11,7 +11,7 @@ pytestmark = pytest.mark.ros
 
 @pytest.fixture(scope='module')
 def lora_dir(tmp_path_factory):
-    """LoRA files built from the tiny preset's modules (what the node loads)."""
+    """Write LoRA files built from the tiny preset's modules (what the node loads)."""
     from engine_fixtures import tiny_engine
     from lora_fixtures import refiner_lora, sd1_like_lora, sdxl_lora, write_lora
     folder = tmp_path_factory.mktemp('loras')
@@ -36,7 +36,7 @@ def node(ros_client, lora_dir, tmp_path_factory):
 
 
 def _served_next(ros_client, node):
-    """The node still serves a plain goal."""
+    """Check that the node still serves a plain goal."""
     _, response = ros_client.generate(node.name_of('generate'), prompt='the next goal',
                                       steps=1)
     assert_served(response)
@@ -72,7 +72,7 @@ def test_lora_goal_served_with_hashes_and_listed(ros_client, node):
 
 
 def test_parameters_change_emphasis_and_lora_dir_at_run_time(ros_client, node, lora_dir):
-    """emphasis none is written to infotext; without lora_dir a LoRA tag is refused."""
+    """Emphasis none is written to infotext; without lora_dir a LoRA tag is refused."""
     fqn, action = node.fqn, node.name_of('generate')
     assert not ros_client.set_parameters(fqn, emphasis='bogus')[0].successful
     assert ros_client.set_parameters(fqn, emphasis='none')[0].successful

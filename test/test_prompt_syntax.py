@@ -81,7 +81,7 @@ SPEC = TokenSpec(bos=900, eos=901, pad=0, comma=5)
 
 
 def _text(chunk):
-    """The text tokens of a chunk (between start and the first end token)."""
+    """Return the text tokens of a chunk (between start and the first end token)."""
     return chunk.tokens[1:chunk.tokens.index(SPEC.eos)]
 
 

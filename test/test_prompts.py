@@ -179,7 +179,7 @@ def test_emphasis_scales_tokens_and_restores_the_mean(engine):
 
 
 def test_emphasis_none_reads_brackets_as_text(engine):
-    """emphasis none: the text goes to CLIP as written (= stock encode_prompt of it)."""
+    """Emphasis none: the text goes to CLIP as written (= stock encode_prompt of it)."""
     base = engine.base_pipeline
     text = '(a robot:1.5) [on] a table'
     ours = encode_base(base, text, '', 7.0, torch.device('cpu'), emphasis='none')
