@@ -86,3 +86,30 @@ def test_infotext_does_not_import_torch():
     code = ('import sys, sdxl_ros.engine.infotext, sdxl_ros.engine.request, '
             'sdxl_ros.engine.png_io; sys.exit(1 if "torch" in sys.modules else 0)')
     assert subprocess.run([sys.executable, '-c', code]).returncode == 0
+
+
+def test_a1111_infotext_without_refiner_means_base_only():
+    """A1111 drops empty fields: no `Refiner:` = no refiner ran, so none is used again."""
+    text = ('a castle\nNegative prompt: fog\nSteps: 25, Sampler: DPM++ 2M, Schedule type: '
+            'Karras, CFG scale: 6, Seed: 42, Size: 1024x1024, Model hash: 31e35c80fc, '
+            'Model: sd_xl_base_1.0, Version: v1.10.1')
+    request = parse_infotext(text)
+    assert request.refiner_switch == 1.0
+    assert request.scheduler == 'DPM++ 2M Karras'
+    with_refiner = parse_infotext(text.replace(
+        'Version', 'Refiner: sd_xl_refiner_1.0 [7440042bbd], Refiner switch at: 0.7, Version'))
+    assert with_refiner.refiner_switch == 0.7
+    assert parse_infotext(text.replace('Version', 'Refiner: r, Version')).refiner_switch == 0.8
+
+
+def test_emphasis_lora_hashes_and_prompt_syntax_round_trip():
+    prompt = '(masterpiece:1.2), [blurry] \\(1990\\) <lora:detail:0.7> BREAK a cat'
+    request = validate_request(replace(BASE, prompt=prompt, negative_prompt='(ugly:1.3)'))
+    text = format_infotext(request, 9, 'b', 'r', lora_hashes=[('detail', '0123456789ab')],
+                           emphasis='none')
+    assert 'Lora hashes: "detail: 0123456789ab"' in text and 'Emphasis: None' in text
+    parsed = parse_infotext(text)
+    assert parsed == replace(request, seed=9, emphasis='none')
+    assert parse_infotext_fields(text)[2]['Lora hashes'] == 'detail: 0123456789ab'
+    default = format_infotext(request, 9, 'b', 'r', emphasis='original')
+    assert 'Emphasis' not in default and parse_infotext(default).emphasis == ''

@@ -5,7 +5,7 @@
 from dataclasses import dataclass, field
 from typing import Callable, Tuple, Union
 
-from sdxl_ros.engine.request import Limits
+from sdxl_ros.engine.request import EMPHASIS_MODES, Limits
 
 DEVICES = ('auto', 'cuda', 'cpu')
 DTYPES = ('auto', 'float16', 'bfloat16', 'float32')
@@ -89,6 +89,10 @@ class EngineConfig:
     tokenizer_dir: a folder holding CLIP tokenizer files (vocab.json + merges.txt, or
     `tokenizer/` and `tokenizer_2/` subfolders) for single-file checkpoints.
     fast_path: the GPU fast path (engine/acceleration.py), tuned by `acceleration`.
+    emphasis: how `(word:1.2)` / `[word]` / BREAK are read: `original` (A1111's default
+    emphasis) or `none` (literal text); a request may override it.
+    lora_dir: folder with the LoRA files `<lora:NAME:WEIGHT>` tags name (NAME.safetensors);
+    empty = no LoRAs.
     fault_oom_at_step: test hook; at this 1-based step of every image the engine raises an
     out-of-memory error as torch would (0 = off).
     """
@@ -103,6 +107,8 @@ class EngineConfig:
     vae_tiling: bool = False
     fast_path: bool = True
     acceleration: AccelerationConfig = field(default_factory=AccelerationConfig)
+    emphasis: str = 'original'
+    lora_dir: str = ''
     limits: Limits = field(default_factory=Limits)
     fault_oom_at_step: int = 0
 
@@ -110,6 +116,7 @@ class EngineConfig:
         """Refuse unknown choices early, with the allowed values."""
         for name, value, allowed in (('device', self.device, DEVICES),
                                      ('dtype', self.dtype, DTYPES),
-                                     ('memory_mode', self.memory_mode, MEMORY_MODES)):
+                                     ('memory_mode', self.memory_mode, MEMORY_MODES),
+                                     ('emphasis', self.emphasis, EMPHASIS_MODES)):
             if value not in allowed:
                 raise ValueError(f'{name} {value!r} is not one of: ' + ', '.join(allowed))

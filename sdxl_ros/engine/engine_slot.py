@@ -21,8 +21,8 @@ from sdxl_ros.engine.sdxl_engine import SdxlEngine
 
 
 def _load_key(config):
-    """Return the part of a configuration that fixes the loaded models (limits do not)."""
-    return replace(config, limits=Limits())
+    """Return the part of a configuration that fixes the loaded models (limits etc. do not)."""
+    return replace(config, limits=Limits(), emphasis='original', lora_dir='')
 
 
 def check_model_files(config):
@@ -76,6 +76,12 @@ class EngineSlot:
         engine = self._engine
         return engine is not None and engine.is_loaded
 
+    @property
+    def lora_target(self):
+        """Return the loaded base's LoRA widths (lora_files.LoraTarget), or None."""
+        engine = self._engine
+        return engine.lora_target if engine is not None else None
+
     def load(self, on_loading=None):
         """Load the wanted models unless they are loaded; return '' or why they cannot load."""
         with self._engine_lock:
@@ -120,6 +126,7 @@ class EngineSlot:
         if engine is not None and engine.is_loaded \
                 and _load_key(engine.config) == _load_key(config):
             engine.config.limits = config.limits
+            engine.config.emphasis, engine.config.lora_dir = config.emphasis, config.lora_dir
             return ''
         if on_loading is not None:
             on_loading()

@@ -9,8 +9,11 @@ Layout (as AUTOMATIC1111's web UI writes it)::
     Negative prompt: <negative prompt, may span lines>     (omitted when empty)
     Steps: 30, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 123, Size: 1024x1024, ...
 
-Values holding a comma, colon or newline are written as JSON strings, as A1111 does. Pure
-Python: no torch import.
+Values holding a comma, colon or newline are written as JSON strings, as A1111 does. As in
+A1111, `Refiner:` appears only when a refiner ran (a file without it is re-generated base
+only), `Lora hashes: "name: hash, ..."` lists the LoRAs of the prompt, and `Emphasis: none`
+appears only when emphasis is not the default. Prompts are written verbatim, emphasis and
+LoRA tags included. Pure Python: no torch import.
 """
 
 from dataclasses import replace
@@ -23,6 +26,7 @@ from sdxl_ros.engine.request import GenerationRequest, RequestError
 _ONLY_MASKED = 'Only masked'
 
 _NEGATIVE = 'Negative prompt:'
+DEFAULT_EMPHASIS = 'original'
 # One `key: value` pair of the parameters line; a value is a JSON string or runs to a comma.
 _PARAM = re.compile(r'\s*(\w[\w \-/+]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
 
@@ -52,8 +56,13 @@ def _number(value):
     return str(int(value)) if value.is_integer() else repr(value)
 
 
-def format_infotext(request, seed, base_model_name='', refiner_model_name=''):
-    """Return the A1111 `parameters` text for one image of `request` generated with `seed`."""
+def format_infotext(request, seed, base_model_name='', refiner_model_name='', lora_hashes=(),
+                    emphasis='original'):
+    """
+    Return the A1111 `parameters` text for one image of `request` generated with `seed`.
+
+    `lora_hashes`: [(name, short hash)] of the prompt's LoRAs; `emphasis`: the mode used.
+    """
     params = [
         ('Steps', request.steps),
         ('Sampler', _quote(request.scheduler)),
@@ -75,6 +84,10 @@ def format_infotext(request, seed, base_model_name='', refiner_model_name=''):
         if request.inpaint_full_res:
             params.append(('Inpaint area', _ONLY_MASKED))
             params.append(('Masked area padding', int(request.inpaint_full_res_padding)))
+    if lora_hashes:
+        params.append(('Lora hashes', _quote(', '.join(f'{n}: {h}' for n, h in lora_hashes))))
+    if emphasis and emphasis != DEFAULT_EMPHASIS:
+        params.append(('Emphasis', _quote(emphasis.capitalize())))
     lines = [request.prompt]
     if request.negative_prompt:
         lines.append(f'{_NEGATIVE} {request.negative_prompt}')
@@ -136,9 +149,12 @@ def parse_infotext(text):
     """
     Turn an A1111 `parameters` string back into a (not yet validated) GenerationRequest.
 
-    Missing fields take the request defaults; newer A1111 files that write the Karras
-    schedule as `Schedule type: Karras` map back to our 'X Karras' sampler names. The init
-    image and mask are not in the text: see `needs_init_image` / `needs_mask`.
+    Missing fields take the request defaults, except that a file without `Refiner:` means
+    no refiner (refiner_switch 1.0, as A1111 drops empty fields) and one without `Emphasis:`
+    leaves emphasis '' (the engine's configured mode, `original` by default); newer A1111
+    files that write the Karras schedule as `Schedule type: Karras` map back to our
+    'X Karras' sampler names. The init image and mask are not in the text: see
+    `needs_init_image` / `needs_mask`.
     """
     if not isinstance(text, str) or not text.strip():
         raise RequestError('infotext is empty: nothing to re-generate')
@@ -157,7 +173,8 @@ def parse_infotext(text):
         height=height,
         steps=_field(params, 'Steps', int, defaults.steps),
         guidance_scale=_field(params, 'CFG scale', float, defaults.guidance_scale),
-        refiner_switch=_field(params, 'Refiner switch at', float, defaults.refiner_switch),
+        refiner_switch=(_field(params, 'Refiner switch at', float, defaults.refiner_switch)
+                        if params.get('Refiner') else 1.0),
         seed=_field(params, 'Seed', int, defaults.seed),
         scheduler=scheduler,
         num_images=1,
@@ -168,6 +185,7 @@ def parse_infotext(text):
         inpaint_full_res=params.get('Inpaint area', '') == _ONLY_MASKED,
         inpaint_full_res_padding=_field(params, 'Masked area padding', int,
                                         defaults.inpaint_full_res_padding),
+        emphasis=params.get('Emphasis', '').strip().lower(),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from sdxl_ros.engine.prompt_parser import extract_loras, PromptSyntaxError
 from sdxl_ros.engine.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
 
 #: Largest seed + 1: seeds are unsigned 32-bit as in A1111.
@@ -33,6 +34,9 @@ MAX_INPAINT_PADDING = 256
 #: Guidance (CFG) bounds. 1.0 turns classifier-free guidance off; above 30 images burn out.
 MIN_GUIDANCE = 1.0
 MAX_GUIDANCE = 30.0
+
+#: Emphasis modes (A1111's names, lower case); '' in a request = the engine's configured one.
+EMPHASIS_MODES = ('original', 'none')
 
 # Control characters other than tab and newline (C0, DEL, C1). They are removed from prompts
 # rather than refused: they are invisible, come from copy-paste, and CLIP ignores them anyway.
@@ -70,6 +74,7 @@ class GenerationRequest:
     #: A1111 "Only masked": inpaint the masked region (+ padding) at width x height.
     inpaint_full_res: bool = False
     inpaint_full_res_padding: int = DEFAULT_INPAINT_PADDING
+    emphasis: str = ''
 
 
 @dataclass(frozen=True)
@@ -79,8 +84,8 @@ class Limits:
 
     Defaults: sides 256..2048 px (SDXL is trained at ~1024 px; smaller gives cartoonish
     results, larger exhausts memory), at most 150 steps, 8 images per request and
-    4000 characters per prompt (CLIP reads only 77 tokens; longer text is truncated by the
-    tokenizer, the limit just stops absurd payloads). The `tiny` preset needs `min_side` 64
+    4000 characters per prompt (long prompts are read in 77-token chunks as in A1111; the
+    limit just stops absurd payloads). The `tiny` preset needs `min_side` 64
     or lower.
     """
 
@@ -100,7 +105,7 @@ def _clean_text(text, field, limits):
     if len(text) > limits.max_prompt_chars:
         raise RequestError(
             f'{field} is {len(text)} characters long; at most {limits.max_prompt_chars} '
-            'are allowed (CLIP only reads the first 77 tokens anyway)')
+            'are allowed')
     return text
 
 
@@ -225,6 +230,17 @@ def _check_init_fields(request, steps):
     return changes
 
 
+def _check_prompt_tags(prompt, negative):
+    """Refuse malformed `<lora:...>` tags, and LoRA tags in the negative prompt."""
+    try:
+        extract_loras(prompt)
+        if extract_loras(negative)[1]:
+            raise RequestError('negative_prompt holds a <lora:...> tag: LoRAs are applied from '
+                               'the prompt only; move the tag there')
+    except PromptSyntaxError as error:
+        raise RequestError(str(error)) from None
+
+
 def validate_request(request, limits=None):
     """
     Check every field of `request` and return the normalised request.
@@ -242,6 +258,7 @@ def validate_request(request, limits=None):
     if not prompt:
         raise RequestError('prompt is empty: describe what to draw')
     negative = _clean_text(request.negative_prompt, 'negative_prompt', limits)
+    _check_prompt_tags(prompt, negative)
     steps = _check_int(request.steps, 'steps')
     if not 1 <= steps <= limits.max_steps:
         raise RequestError(f'steps {steps} is out of range: use 1..{limits.max_steps}')
@@ -283,6 +300,9 @@ def validate_request(request, limits=None):
         raise RequestError(
             f'unknown scheduler {request.scheduler!r}: use one of '
             + ', '.join(SCHEDULER_NAMES))
+    if request.emphasis not in ('',) + EMPHASIS_MODES:
+        raise RequestError(f'emphasis {request.emphasis!r} is unknown: use one of '
+                           + ', '.join(EMPHASIS_MODES))
     return replace(
         request, prompt=prompt, negative_prompt=negative, width=width, height=height,
         steps=steps, guidance_scale=guidance, refiner_switch=switch, seed=seed,

@@ -18,6 +18,7 @@ from sdxl_ros.engine.errors import (EngineError, GenerationCancelled, ModelLoadE
                                     OutOfMemory)
 from sdxl_ros.engine.infotext import format_infotext
 from sdxl_ros.engine.init_image import prepare_init
+from sdxl_ros.engine.lora_files import request_loras
 from sdxl_ros.engine.memory import (activation_bytes, module_bytes, release_cached_memory,
                                     usable_device_bytes)
 from sdxl_ros.engine.preparation import GoalGate
@@ -59,6 +60,8 @@ class SdxlEngine:
         self._accel = None
         self._derived = {}
         self._preparer = None
+        self._lora_target = None
+        self._loras = None
         self._lock = threading.Lock()
         self._gate = GoalGate()
 
@@ -94,6 +97,11 @@ class SdxlEngine:
     def refiner_pipeline(self):
         """Return the diffusers refiner pipeline, or None when there is no refiner."""
         return self._models.refiner if self._models else None
+
+    @property
+    def lora_target(self):
+        """Return the widths a LoRA must match (lora_files.LoraTarget), or None before load."""
+        return self._lora_target
 
     def _resolve_device_dtype(self):
         """Turn 'auto' device/dtype into torch objects, refusing CUDA when there is none."""
@@ -139,6 +147,9 @@ class SdxlEngine:
             'base': dict(models.base.scheduler.config),
             'refiner': dict(models.refiner.scheduler.config) if models.refiner else None}
         self._models = models
+        from sdxl_ros.engine.lora import lora_target, LoraSet
+        self._lora_target = lora_target(models.base, models.refiner)
+        self._loras = LoraSet(models.base)
         self._accelerate(models)
         if on_progress:
             on_progress(Progress(stage='loading', elapsed_sec=time.monotonic() - start))
@@ -270,6 +281,8 @@ class SdxlEngine:
             self._preparer = None
         self._models = None
         self._scheduler_configs = None
+        self._lora_target = None
+        self._loras = None
         if self._accel is not None:
             self._accel.disable('unloaded')
             self._accel = None
@@ -307,10 +320,11 @@ class SdxlEngine:
         request = validate_request(request, self.config.limits)
         if self._models is None:
             raise EngineError('models are not loaded: call load() first')
+        text, loras = request_loras(request, self.config.lora_dir, self._lora_target)
         with self._gate.goal(), self._lock:
             try:
                 return self._generate_degrading(request, on_progress, cancel,
-                                                preview_every_n_steps)
+                                                preview_every_n_steps, text, loras)
             except _Cancelled:
                 raise GenerationCancelled('generation cancelled; no image was decoded') \
                     from None
@@ -325,13 +339,13 @@ class SdxlEngine:
                         'vae_tiling, or memory_mode model_offload') from error
                 raise EngineError(f'generation failed: {error}') from error
 
-    def _generate_degrading(self, request, on_progress, cancel, preview_every):
+    def _generate_degrading(self, request, on_progress, cancel, preview_every, text, loras):
         """Run `_generate`; if the fast path fails inside it, switch it off and run plainly."""
         accel = self._accel
         if accel is None or not accel.enabled:
-            return self._generate(request, on_progress, cancel, preview_every)
+            return self._generate(request, on_progress, cancel, preview_every, text, loras)
         try:
-            return self._generate(request, on_progress, cancel, preview_every)
+            return self._generate(request, on_progress, cancel, preview_every, text, loras)
         except (_Cancelled, EngineError, ValueError):
             raise
         except Exception as error:
@@ -339,12 +353,16 @@ class SdxlEngine:
                 raise
             from sdxl_ros.engine.acceleration import switch_off
             switch_off(accel, 'failed during a goal', error)
-            return self._generate(request, on_progress, cancel, preview_every)
+            return self._generate(request, on_progress, cancel, preview_every, text, loras)
 
-    def _generate(self, request, on_progress, cancel, preview_every):
+    def _generate(self, request, on_progress, cancel, preview_every, text, loras):
         """Run the body of `generate`, without the error translation."""
         import torch
+        from sdxl_ros.engine.lora import fused_mode_needed
         models = self._models
+        self._loras.apply(loras, fused_mode_needed(models.base, self._accel))
+        emphasis = request.emphasis or self.config.emphasis
+        lora_hashes = [(lora.name, lora.short_hash) for lora, _ in loras]
         seed = request.seed if request.seed != -1 else random.randrange(
             SEED_LIMIT - request.num_images + 1)
         prepared = prepare_init(request)
@@ -363,7 +381,7 @@ class SdxlEngine:
                                preview_every)
             generator = torch.Generator('cpu').manual_seed(image_seed)
             latents = self._denoise(request, plan, generator, state, switch,
-                                    (init_latents, prepared))
+                                    (init_latents, prepared), text, emphasis)
             state.check_cancel()
             state.report('decoding', plan.total)
             decode_start = time.monotonic()
@@ -376,16 +394,18 @@ class SdxlEngine:
             result.seeds.append(image_seed)
             result.infotexts.append(format_infotext(
                 request, image_seed, models.base_name,
-                models.refiner_name if plan.uses_refiner else ''))
+                models.refiner_name if plan.uses_refiner else '', lora_hashes=lora_hashes,
+                emphasis=emphasis))
         result.elapsed_sec = clock.elapsed()
         return result
 
-    def _denoise(self, request, plan, generator, state, switch, init):
+    def _denoise(self, request, plan, generator, state, switch, init, text, emphasis):
         """
         Run base (and refiner) to latents; stops early when cancelled.
 
         `init` is (init latents, PreparedInit) for img2img/inpainting, else (None, None);
-        `switch` is where the base hands over, as a fraction of the whole schedule.
+        `switch` is where the base hands over, as a fraction of the whole schedule; `text`
+        is the prompt without its LoRA tags, read with `emphasis`.
         """
         from sdxl_ros.engine.prompts import encode_base, encode_refiner
         from sdxl_ros.engine.schedulers import make_scheduler
@@ -405,8 +425,8 @@ class SdxlEngine:
         self._enter_stage('base')
         base = self._pipeline(kind, 'base')
         base.scheduler = make_scheduler(request.scheduler, self._scheduler_configs['base'])
-        base_embeds = encode_base(models.base, request.prompt, request.negative_prompt,
-                                  request.guidance_scale, self._device)
+        base_embeds = encode_base(models.base, text, request.negative_prompt,
+                                  request.guidance_scale, self._device, emphasis)
         if kind == 'text':
             inputs = {'width': request.width, 'height': request.height}
         else:
@@ -422,8 +442,8 @@ class SdxlEngine:
         refiner.scheduler = make_scheduler(request.scheduler,
                                            self._scheduler_configs['refiner'])
         refiner_embeds = encode_refiner(models.base, models.refiner, base_embeds,
-                                        request.prompt, request.negative_prompt,
-                                        request.guidance_scale, self._device)
+                                        text, request.negative_prompt,
+                                        request.guidance_scale, self._device, emphasis)
         return refiner(image=latents, denoising_start=switch,
                        **refiner_embeds.as_kwargs(), **common).images
 

@@ -4,6 +4,7 @@
 
 from pathlib import Path
 
+from sdxl_ros.engine.lora_files import list_loras as _list_loras
 from sdxl_ros.engine.presets import PRESETS
 
 #: Suffixes of single-file checkpoints that are listed.
@@ -44,3 +45,8 @@ def _is_model(path):
     if path.is_file():
         return path.suffix.lower() in CHECKPOINT_SUFFIXES
     return path.is_dir() and (path / 'model_index.json').is_file()
+
+
+def list_loras(lora_dir):
+    """Return the LoRA names in lora_dir (file stems, as <lora:NAME:...> tags use them)."""
+    return _list_loras(lora_dir)

@@ -29,12 +29,13 @@ from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sdxl_ros.action import GenerateImage
 from sdxl_ros.engine.engine_slot import check_model_files, EngineSlot
+from sdxl_ros.engine.lora_files import request_loras
 from sdxl_ros.engine.request import RequestError, validate_request
 from sdxl_ros.ros.goal_conversion import goal_to_request, init_topic, stand_in_frame
 from sdxl_ros.ros.goal_runner import Admission, GoalRunner
 from sdxl_ros.ros.goal_scheduler import GoalScheduler, TICK_SEC
 from sdxl_ros.ros.init_frame import wait_for_frame
-from sdxl_ros.ros.model_listing import list_models
+from sdxl_ros.ros.model_listing import list_loras, list_models
 from sdxl_ros.ros.node_parameters import check_parameters, RELOAD_PARAMETERS
 from sdxl_ros.ros.parameter_descriptors import declare_parameters, read_parameters
 from sdxl_ros.ros.publishing import Publishing
@@ -187,6 +188,8 @@ class SdxlNode(LifecycleNode):
             # A topic goal is checked against a stand-in frame now, its real frame later.
             frame = stand_in_frame(goal, params) if topic else None
             request = validate_request(goal_to_request(goal, params, frame), params.limits())
+            # LoRA names, files and shapes are checked now, so a bad one never waits in line.
+            request_loras(request, params.lora_dir, self._slot.lora_target, with_hash=False)
         except RequestError as error:
             return Admission(refusal=f'refused: {error}')
         admission = self._scheduler.reserve(request)
@@ -221,6 +224,7 @@ class SdxlNode(LifecycleNode):
         response.models, response.model_dir = list_models(params.model_dir)
         response.base_model = params.base_model
         response.refiner_model = params.refiner_model
+        response.loras = list_loras(params.lora_dir)
         return response
 
 

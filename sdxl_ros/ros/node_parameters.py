@@ -13,8 +13,8 @@ from typing import Optional
 
 from sdxl_ros.engine.config import (AccelerationConfig, DEVICES, DTYPES, EngineConfig,
                                     MEMORY_MODES, parse_size, PRECISIONS, STANDARD_SIZES)
-from sdxl_ros.engine.request import (DEFAULT_DENOISING_STRENGTH, Limits, MAX_GUIDANCE,
-                                     MIN_GUIDANCE)
+from sdxl_ros.engine.request import (DEFAULT_DENOISING_STRENGTH, EMPHASIS_MODES, Limits,
+                                     MAX_GUIDANCE, MIN_GUIDANCE)
 from sdxl_ros.engine.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
 
 
@@ -50,6 +50,14 @@ PARAMETERS = (
     ParameterSpec('tokenizer_dir', '',
                   'Folder with CLIP tokenizer files for single-file checkpoints (vocab.json + '
                   'merges.txt, or tokenizer/ and tokenizer_2/); empty = bundled/installed.'),
+    ParameterSpec('lora_dir', '',
+                  'Folder with the LoRA files that <lora:NAME:WEIGHT> prompt tags name '
+                  '(NAME.safetensors, also in direct subfolders; listed by ~/list_models); '
+                  'empty = goals with LoRA tags are refused.'),
+    ParameterSpec('emphasis', 'original',
+                  'How prompts read (word:1.2), [word] and BREAK: original (the A1111 default '
+                  'emphasis) or none (literal text). Long prompts are chunked either way.',
+                  choices=EMPHASIS_MODES),
     ParameterSpec('device', 'auto', 'Where to run: auto (CUDA if present), cuda or cpu.',
                   choices=DEVICES),
     ParameterSpec('dtype', 'auto', 'Weight precision: auto (float16 on CUDA, float32 on CPU), '
@@ -140,6 +148,8 @@ class NodeParameters:
     refiner_model: str
     model_dir: str
     tokenizer_dir: str
+    lora_dir: str
+    emphasis: str
     device: str
     dtype: str
     memory_mode: str
@@ -189,7 +199,8 @@ class NodeParameters:
             model_dir=self.model_dir, tokenizer_dir=self.tokenizer_dir, device=self.device,
             dtype=self.dtype, memory_mode=self.memory_mode, vae_tiling=self.vae_tiling,
             fast_path=self.fast_path, acceleration=self.acceleration(), limits=self.limits(),
-            fault_oom_at_step=self.fault_oom_at_step)
+            fault_oom_at_step=self.fault_oom_at_step, emphasis=self.emphasis,
+            lora_dir=self.lora_dir)
 
     def sizes_to_prepare(self):
         """Return prepare_sizes as (width, height) pairs (ValueError names a bad entry)."""

@@ -1,0 +1,115 @@
+# Copyright 2026 sdxl_ros contributors
+# Licensed under the Apache License, Version 2.0
+"""
+Long prompts as A1111 reads them: 75-token chunks, each framed by start/end tokens (77).
+
+Pure Python (no torch): token ids and per-token weights only; `prompts.py` encodes them.
+Rules (DESIGN.md "A1111 prompt semantics"): tokens fill a chunk of 75; when a chunk is full
+and the last comma lies at most 20 tokens before its end, the tokens after that comma move to
+the next chunk; BREAK pads the current chunk and starts a new one; a chunk is padded after
+its end token with the tokenizer's pad token (weight 1); an empty prompt is one chunk.
+"""
+
+from dataclasses import dataclass
+from typing import List
+
+#: Tokens of text per chunk (CLIP's 77 minus start and end).
+CHUNK_TOKENS = 75
+#: How far back (in tokens) a comma may lie for the chunk to be cut after it.
+COMMA_BACKTRACK = 20
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """The special token ids of one tokenizer."""
+
+    bos: int
+    eos: int
+    pad: int
+    comma: int
+
+    @classmethod
+    def of(cls, tokenizer):
+        """Read the ids from a transformers CLIP tokenizer."""
+        comma = tokenizer.convert_tokens_to_ids(',</w>')
+        unknown = getattr(tokenizer, 'unk_token_id', None)
+        return cls(bos=tokenizer.bos_token_id, eos=tokenizer.eos_token_id,
+                   pad=tokenizer.pad_token_id,
+                   comma=-1 if comma is None or comma == unknown else comma)
+
+
+@dataclass
+class Chunk:
+    """77 token ids and their weights (start, 75 text/padding, end)."""
+
+    tokens: List[int]
+    weights: List[float]
+
+
+def split_chunks(segments, spec, chunk_tokens=CHUNK_TOKENS, backtrack=COMMA_BACKTRACK):
+    """
+    Turn [(token ids, weight) or None for BREAK, ...] into a list of `Chunk`.
+
+    `segments` are the emphasis pieces already tokenized without special tokens.
+    """
+    chunks = []
+    tokens, weights = [], []
+    last_comma = -1
+
+    def close():
+        nonlocal tokens, weights, last_comma
+        chunks.append(_frame(tokens, weights, spec, chunk_tokens))
+        tokens, weights, last_comma = [], [], -1
+
+    for segment in segments:
+        if segment is None:
+            close()
+            continue
+        ids, weight = segment
+        for token in ids:
+            if token == spec.comma:
+                last_comma = len(tokens)
+            elif (len(tokens) == chunk_tokens and last_comma >= 0
+                  and len(tokens) - last_comma <= backtrack):
+                # Full, with a comma near the end: the words after the comma move on.
+                keep = last_comma + 1
+                moved, moved_weights = tokens[keep:], weights[keep:]
+                tokens, weights = tokens[:keep], weights[:keep]
+                close()
+                tokens, weights = moved, moved_weights
+            if len(tokens) == chunk_tokens:
+                close()
+            tokens.append(token)
+            weights.append(weight)
+    if tokens or not chunks:
+        close()
+    return chunks
+
+
+def _frame(tokens, weights, spec, chunk_tokens):
+    """Put start/end around the tokens and pad to chunk_tokens + 2."""
+    pad = chunk_tokens - len(tokens)
+    return Chunk([spec.bos] + list(tokens) + [spec.eos] + [spec.pad] * pad,
+                 [1.0] + list(weights) + [1.0] + [1.0] * pad)
+
+
+def empty_chunk(spec, chunk_tokens=CHUNK_TOKENS):
+    """Return the chunk of an empty prompt (what shorter prompts are padded with)."""
+    return _frame([], [], spec, chunk_tokens)
+
+
+def tokenize_segments(parsed, tokenize):
+    """
+    Tokenize emphasis pieces: [(text, weight) or BREAK] -> [(ids, weight) or None].
+
+    `tokenize(list of str)` returns the ids of each text without start/end tokens; each
+    piece is tokenized on its own, as A1111 does.
+    """
+    texts = [text for text, weight in parsed if weight >= 0]
+    ids = iter(tokenize(texts) if texts else [])
+    return [(next(ids), weight) if weight >= 0 else None for _, weight in parsed]
+
+
+def chunk_prompt(parsed, tokenize, spec):
+    """Return the chunks of one prompt for one tokenizer."""
+    return split_chunks(tokenize_segments(parsed, tokenize), spec)
