@@ -10,7 +10,10 @@ from OpenAI's `bpe_simple_vocab_16e6.txt.gz`, which the `openai-clip` PyPI packa
 
 import gzip
 import importlib.util
+import inspect
+import json
 from pathlib import Path
+import tempfile
 
 from sdxl_ros.engine.errors import ModelLoadError
 
@@ -49,10 +52,22 @@ def byte_alphabet():
 def _make_pair(vocab, merges):
     """Build SDXL's two CLIP tokenizers (same vocab, different pad token)."""
     from transformers import CLIPTokenizer
-    first = CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=MAX_LENGTH)
-    second = CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=MAX_LENGTH,
-                           pad_token=PAD_2)
-    return first, second
+    if 'vocab' in inspect.signature(CLIPTokenizer.__init__).parameters:
+        # transformers >= 5 takes the vocabulary and merges in memory.
+        def make(**kwargs):
+            return CLIPTokenizer(vocab=dict(vocab), merges=list(merges),
+                                 model_max_length=MAX_LENGTH, **kwargs)
+        return make(), make(pad_token=PAD_2)
+    # Older transformers (4.x) read them only from vocab.json and merges.txt files.
+    with tempfile.TemporaryDirectory(prefix='sdxl_ros_tokenizer_') as folder:
+        vocab_file = Path(folder) / 'vocab.json'
+        merges_file = Path(folder) / 'merges.txt'
+        vocab_file.write_text(json.dumps(dict(vocab)), encoding='utf-8')
+        merges_file.write_text('#version: 0.2\n' + ''.join(f'{a} {b}\n' for a, b in merges),
+                               encoding='utf-8')
+        return tuple(CLIPTokenizer(str(vocab_file), str(merges_file),
+                                   model_max_length=MAX_LENGTH, **kwargs)
+                     for kwargs in ({}, {'pad_token': PAD_2}))
 
 
 def tiny_tokenizers():
