@@ -61,6 +61,7 @@ class Health:
     """What the node knows about itself at one instant (see health_status)."""
 
     node_name: str
+    node_fqn: str
     lifecycle_state: str
     base_model: str
     refiner_model: str
@@ -101,6 +102,7 @@ def health_status(health):
         level, message = DiagnosticStatus.ERROR, health.error
     device = memory.device if memory is not None else (health.device or 'unknown')
     values = [
+        ('node', health.node_fqn),
         ('lifecycle state', health.lifecycle_state),
         ('base model', health.base_model),
         ('refiner model', health.refiner_model or '(none)'),
