@@ -34,7 +34,6 @@ class GoalCounters:
         self._lock = threading.Lock()
         self.counts = {'served': 0, 'refused': 0, 'failed': 0, 'cancelled': 0}
         self.last_failure = ''
-        self.last_image_stamp = None
 
     def record(self, outcome, message=''):
         """Count one goal ending `outcome`; a failure is remembered until the next success."""
@@ -45,15 +44,10 @@ class GoalCounters:
             elif outcome == 'served':
                 self.last_failure = ''
 
-    def image_published(self, stamp):
-        """Remember the header stamp of the latest image on ~/image."""
-        with self._lock:
-            self.last_image_stamp = stamp
-
     def snapshot(self):
-        """Return (counts, last failure message, last image stamp) at one instant."""
+        """Return (counts, last failure message) at one instant."""
         with self._lock:
-            return dict(self.counts), self.last_failure, self.last_image_stamp
+            return dict(self.counts), self.last_failure
 
 
 @dataclass

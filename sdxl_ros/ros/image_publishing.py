@@ -98,3 +98,9 @@ class ImagePublishing:
         """Publish what is queued (up to `timeout` s), then stop the worker."""
         self._jobs.put(_STOP)
         self._worker.join(timeout)
+
+    def destroy(self, timeout=5.0):
+        """Close, then destroy both publishers (the node leaves the graph cleanly)."""
+        self.close(timeout)
+        for publisher in (self._raw, self._compressed):
+            self._node.destroy_publisher(publisher)
