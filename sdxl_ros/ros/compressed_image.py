@@ -19,8 +19,7 @@ from sensor_msgs.msg import CompressedImage
 
 #: Values of the compressed_format parameter; 'none' publishes no compressed image.
 COMPRESSED_FORMATS = ('png', 'jpeg', 'none')
-#: PNG compression level: compressed_image_transport's default (OpenCV's, 3 of 9). Level 6
-#: (Pillow's default) makes a 1024x1024 image barely smaller and takes about twice as long.
+#: PNG compression level: compressed_image_transport's default (OpenCV's, 3 of 9).
 PNG_LEVEL = 3
 #: Pillow's format names for the codecs.
 _PIL_FORMATS = {'png': 'PNG', 'jpeg': 'JPEG'}
