@@ -116,8 +116,9 @@ class NodeProcess:
         """Start the process; returns self."""
         params_file = write_parameters_file(
             self.workdir / f'params{self.namespace.replace("/", "_")}.yaml', self.parameters)
-        command = self.command_prefix + [sys.executable, str(node_executable()), '--ros-args',
-                   '-r', f'__ns:={self.namespace}', '-r', f'__node:={self.name}']
+        command = self.command_prefix + [
+            sys.executable, str(node_executable()), '--ros-args',
+            '-r', f'__ns:={self.namespace}', '-r', f'__node:={self.name}']
         for path in self.params_files + [str(params_file)]:
             command += ['--params-file', path]
         self._log = open(self.log_path, 'w')

@@ -14,9 +14,9 @@ KEYS = {'node', 'lifecycle state', 'base model', 'refiner model', 'models loaded
 
 def _health(**changes):
     from sdxl_ros.ros.diagnostics import Health
-    values = dict(node_name='sdxl', node_fqn='/sdxl', lifecycle_state='active',
-                  base_model='tiny', refiner_model='', models_loaded=True,
-                  counts={'served': 1, 'refused': 0, 'failed': 0, 'cancelled': 0})
+    values = {'node_name': 'sdxl', 'node_fqn': '/sdxl', 'lifecycle_state': 'active',
+              'base_model': 'tiny', 'refiner_model': '', 'models_loaded': True,
+              'counts': {'served': 1, 'refused': 0, 'failed': 0, 'cancelled': 0}}
     values.update(changes)
     return Health(**values)
 

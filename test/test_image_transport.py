@@ -1,8 +1,10 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
 """
-~/image/compressed and ~/preview/compressed (image_transport's format), and results without
-pixels (goal omit_result_images): pure coding helpers, then a real node and real subscribers.
+Compressed image topics (image_transport's format) and results without pixels.
+
+~/image/compressed, ~/preview/compressed and the goal's omit_result_images: pure coding
+helpers first, then a real node and real subscribers.
 """
 
 import numpy as np
@@ -26,7 +28,7 @@ def _psnr(a, b):
 
 
 def _noise_image(seed=0, size=(48, 64)):
-    """A colour gradient with grain (the same in every channel, as in a photo's luma)."""
+    """Return a colour gradient with grain (the same in every channel, as a photo's luma)."""
     rng = np.random.default_rng(seed)
     rows, cols = np.mgrid[0:size[0], 0:size[1]]
     smooth = np.stack([rows * 255 / size[0], cols * 255 / size[1],

@@ -85,7 +85,7 @@ class Host:
 
     @property
     def netns(self):
-        """The namespace file of this host (for nsenter and `ip ... netns`)."""
+        """Return the namespace file of this host (for nsenter and `ip ... netns`)."""
         return f'/proc/{self._holder.pid}/ns/net'
 
     @property
@@ -149,12 +149,12 @@ class TwoHosts:
 
     @property
     def a(self):
-        """The first host (the node's)."""
+        """Return the first host (the node's)."""
         return self.hosts[0]
 
     @property
     def b(self):
-        """The second host (the client's)."""
+        """Return the second host (the client's)."""
         return self.hosts[1]
 
     def profile(self, index, path):

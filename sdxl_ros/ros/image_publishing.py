@@ -1,13 +1,13 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
 """
-One image topic published raw and compressed: `<topic>` (sensor_msgs/Image) and
-`<topic>/compressed` (sensor_msgs/CompressedImage), with the same header and QoS.
+One image topic published raw and compressed, with the same header and QoS.
 
-The raw image goes out at once from the caller's thread; PNG/JPEG coding (PNG ~0.25 s,
-JPEG ~10 ms per 1024x1024 image on a 2-core CPU, bench/README.md) happens on a worker thread
-of its own, so a goal's result never waits for it. Result images are never dropped; previews keep only the newest waiting one, as a
-BEST_EFFORT preview stream is meant to.
+`<topic>` is sensor_msgs/Image, `<topic>/compressed` sensor_msgs/CompressedImage. The raw
+image goes out at once from the caller's thread; PNG/JPEG coding (PNG ~0.25 s, JPEG ~10 ms per
+1024x1024 image on a 2-core CPU, bench/README.md) happens on a worker thread of its own, so a
+goal's result never waits for it. Result images are never dropped; previews keep only the
+newest waiting one, as a BEST_EFFORT preview stream is meant to.
 """
 
 import queue
