@@ -49,6 +49,7 @@ def test_levels_follow_the_health():
 
 # ------------------------------------------------------------------------- real nodes
 def _statuses(ros_client):
+    pytest.importorskip('diagnostic_msgs', reason='diagnostic_msgs is not installed')
     from diagnostic_msgs.msg import DiagnosticArray
     from sdxl_ros.ros.diagnostics import DIAGNOSTICS_QOS
     return ros_client.subscribe(DiagnosticArray, '/diagnostics', DIAGNOSTICS_QOS)
@@ -71,8 +72,8 @@ def _wait_status(arrays, fqn, predicate=lambda status, values: True, timeout=30.
 @pytest.mark.ros
 def test_healthy_node_then_a_failed_goal(ros_client, start_node):
     """OK with every key on a healthy tiny node; WARN after an OOM goal; OK after a success."""
-    from diagnostic_msgs.msg import DiagnosticStatus
     arrays = _statuses(ros_client)
+    from diagnostic_msgs.msg import DiagnosticStatus
     node = start_node()
     status, values = _wait_status(arrays, node.fqn, lambda s, v: v['lifecycle state'] == 'active')
     assert status.level == DiagnosticStatus.OK, status.message
@@ -104,6 +105,7 @@ def test_healthy_node_then_a_failed_goal(ros_client, start_node):
 @pytest.mark.ros
 def test_models_that_fail_to_load_are_an_error(ros_client, tmp_path):
     """A node whose weight file is garbage reports ERROR with the loader's reason."""
+    pytest.importorskip('diagnostic_msgs', reason='diagnostic_msgs is not installed')
     from diagnostic_msgs.msg import DiagnosticStatus
     models = tmp_path / 'models'
     models.mkdir()

@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 import threading
 from typing import Optional
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+try:
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+except ImportError:  # not installed: the node runs without /diagnostics and says so
+    DiagnosticArray = DiagnosticStatus = KeyValue = None
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 #: diagnostic_updater publishes on the absolute /diagnostics (reliable, volatile).
@@ -24,6 +27,15 @@ DIAGNOSTICS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 #: diagnostic_updater's default period.
 PERIOD_SEC = 1.0
 _MIB = 1024 * 1024
+
+
+def diagnostics_problem():
+    """Return why /diagnostics cannot be published here, or ''."""
+    if DiagnosticArray is None:
+        return ('diagnostic_msgs is not installed, so there is no /diagnostics: install '
+                'ros-<distro>-diagnostic-msgs (PyPI: ros-diagnostic-msgs for Kilted, '
+                'ros-jazzy-diagnostic-msgs for Jazzy)')
+    return ''
 
 
 class GoalCounters:

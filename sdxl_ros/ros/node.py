@@ -30,7 +30,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sdxl_ros.action import GenerateImage
 from sdxl_ros.engine.engine_slot import check_model_files, EngineSlot
 from sdxl_ros.engine.request import RequestError, validate_request
-from sdxl_ros.ros.diagnostics import DiagnosticsTimer, GoalCounters, Health
+from sdxl_ros.ros.diagnostics import (diagnostics_problem, DiagnosticsTimer, GoalCounters,
+                                      Health)
 from sdxl_ros.ros.goal_conversion import goal_to_request
 from sdxl_ros.ros.goal_runner import Admission, GoalRunner
 from sdxl_ros.ros.goal_scheduler import GoalScheduler, TICK_SEC
@@ -90,7 +91,11 @@ class SdxlNode(LifecycleNode):
         self.create_service(ListModels, '~/list_models', self._on_list_models,
                             callback_group=group)
         self.create_timer(TICK_SEC, self._scheduler.tick, callback_group=group)
-        self._diagnostics = DiagnosticsTimer(self, self._health, callback_group=group)
+        self._diagnostics = None
+        if diagnostics_problem():
+            self.get_logger().warn(diagnostics_problem())
+        else:
+            self._diagnostics = DiagnosticsTimer(self, self._health, callback_group=group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ------------------------------------------------------------------ parameters
