@@ -83,12 +83,16 @@ class NodeProcess:
     """sdxl_node running in its own process, in a namespace of its own."""
 
     def __init__(self, workdir, parameters=None, namespace=None, name='sdxl',
-                 params_files=()):
+                 params_files=(), command_prefix=(), env=None):
         """
         Prepare (not start) a node with TINY_PARAMETERS updated by `parameters`.
 
         `params_files` are loaded first, so the test parameters override them.
+        `command_prefix` runs the node through another command (e.g. nsenter into a network
+        namespace, which execs, so the process is still the node); `env` replaces os.environ.
         """
+        self.command_prefix = list(command_prefix)
+        self.env = env
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.parameters = dict(TINY_PARAMETERS, **(parameters or {}))
@@ -112,13 +116,14 @@ class NodeProcess:
         """Start the process; returns self."""
         params_file = write_parameters_file(
             self.workdir / f'params{self.namespace.replace("/", "_")}.yaml', self.parameters)
-        command = [sys.executable, str(node_executable()), '--ros-args',
-                   '-r', f'__ns:={self.namespace}', '-r', f'__node:={self.name}']
+        command = self.command_prefix + [
+            sys.executable, str(node_executable()), '--ros-args',
+            '-r', f'__ns:={self.namespace}', '-r', f'__node:={self.name}']
         for path in self.params_files + [str(params_file)]:
             command += ['--params-file', path]
         self._log = open(self.log_path, 'w')
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
+                                        stdin=subprocess.DEVNULL, env=self.env)
         return self
 
     @property

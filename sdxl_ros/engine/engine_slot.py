@@ -82,6 +82,11 @@ class EngineSlot:
         engine = self._engine
         return engine.lora_target if engine is not None else None
 
+    def memory_report(self, width, height):
+        """Return the held engine's MemoryReport (engine.memory_report), or None; never waits."""
+        engine = self._engine
+        return engine.memory_report(width, height) if engine is not None else None
+
     def load(self, on_loading=None):
         """Load the wanted models unless they are loaded; return '' or why they cannot load."""
         with self._engine_lock:

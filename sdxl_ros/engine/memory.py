@@ -2,7 +2,10 @@
 # Licensed under the Apache License, Version 2.0
 """Memory: rough estimates for admission control, free memory, and releasing caches."""
 
+from dataclasses import dataclass
 import gc
+import os
+from typing import Optional
 
 # Activation bytes per output pixel, measured on an H200 for SDXL (PyTorch SDPA) at 1024x1024,
 # rounded up: the UNet's peak on top of its weights (fp16, CFG batch of 2), and the VAE decode
@@ -53,6 +56,56 @@ def usable_device_bytes(device):
     device = torch.device(device)
     free, _total = torch.cuda.mem_get_info(device)
     return int(free + torch.cuda.memory_reserved(device))
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """
+    Memory of the device the models run on, for health reports (bytes; None = unknown).
+
+    used: held by this process (CUDA: reserved by PyTorch; CPU: resident set). free: CUDA:
+    what the driver has free; CPU: MemAvailable. needed / usable: the estimate for one image
+    of the size asked about, and what a generation may use (CUDA: free + PyTorch's reserve;
+    CPU: MemAvailable, the weights being resident already).
+    """
+
+    device: str
+    used_bytes: Optional[int] = None
+    free_bytes: Optional[int] = None
+    total_bytes: Optional[int] = None
+    needed_bytes: Optional[int] = None
+    usable_bytes: Optional[int] = None
+
+    @property
+    def short(self):
+        """Whether one image of the size asked about would not fit."""
+        return (self.needed_bytes is not None and self.usable_bytes is not None
+                and self.usable_bytes < self.needed_bytes)
+
+
+def _meminfo_bytes(key, path='/proc/meminfo'):
+    """Return a `kB` field of a /proc file in bytes, or None where unreadable (not Linux)."""
+    try:
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(key + ':'):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def host_memory():
+    """Return (this process's resident bytes, available bytes, total bytes) of the host RAM."""
+    return (_meminfo_bytes('VmRSS', f'/proc/{os.getpid()}/status'),
+            _meminfo_bytes('MemAvailable'), _meminfo_bytes('MemTotal'))
+
+
+def cuda_memory(device):
+    """Return (bytes reserved by PyTorch, free bytes, total bytes) of a CUDA device."""
+    import torch
+    free, total = torch.cuda.mem_get_info(device)
+    return int(torch.cuda.memory_reserved(device)), int(free), int(total)
 
 
 def release_cached_memory():

@@ -19,8 +19,8 @@ from sdxl_ros.engine.errors import (EngineError, GenerationCancelled, ModelLoadE
 from sdxl_ros.engine.infotext import format_infotext
 from sdxl_ros.engine.init_image import prepare_init
 from sdxl_ros.engine.lora_files import request_loras
-from sdxl_ros.engine.memory import (activation_bytes, module_bytes, release_cached_memory,
-                                    usable_device_bytes)
+from sdxl_ros.engine.memory import (activation_bytes, cuda_memory, host_memory, MemoryReport,
+                                    module_bytes, release_cached_memory, usable_device_bytes)
 from sdxl_ros.engine.preparation import GoalGate
 from sdxl_ros.engine.preview import latents_to_rgb
 from sdxl_ros.engine.progress import Progress, ProgressClock
@@ -291,9 +291,13 @@ class SdxlEngine:
     # ------------------------------------------------------------------ memory
     def estimate_memory_bytes(self, request):
         """Rough peak device bytes to generate `request` (weights resident + activations)."""
-        if self._models is None:
+        return self._estimate_bytes(self._models, request.width, request.height)
+
+    def _estimate_bytes(self, models, width, height, weights_too=True):
+        """Estimate for one width x height image of `models` (activations only, or + weights)."""
+        if models is None:
             raise EngineError('models are not loaded: call load() first')
-        base, refiner = self._models.base, self._models.refiner
+        base, refiner = models.base, models.refiner
         modules = [base.vae, base.text_encoder, base.text_encoder_2]
         unets = [base.unet] + ([refiner.unet] if refiner is not None else [])
         mode = self.config.memory_mode
@@ -307,8 +311,28 @@ class SdxlEngine:
         itemsize = 2 if self._dtype is not None and self._dtype.itemsize == 2 else 4
         tile = getattr(base.vae.config, 'sample_size', 1024) or 1024
         tile = int(tile[0] if isinstance(tile, (list, tuple)) else tile)
-        return int(weights + activation_bytes(request.width, request.height, itemsize,
-                                              self.config.vae_tiling, scale, tile * tile))
+        activations = activation_bytes(width, height, itemsize, self.config.vae_tiling, scale,
+                                       tile * tile)
+        return int((weights if weights_too else 0) + activations)
+
+    def memory_report(self, width, height):
+        """
+        Return a MemoryReport of the device, with the estimate for one width x height image.
+
+        Safe to call while another thread generates: it only reads. Before `load` the device
+        is not known yet and only its configured name is reported.
+        """
+        models, device = self._models, self._device
+        if models is None or device is None:
+            return MemoryReport(device=self.config.device)
+        if device.type == 'cuda':
+            used, free, total = cuda_memory(device)
+            return MemoryReport(str(device), used, free, total,
+                                self._estimate_bytes(models, width, height),
+                                usable_device_bytes(device))
+        used, free, total = host_memory()
+        return MemoryReport(str(device), used, free, total,
+                            self._estimate_bytes(models, width, height, weights_too=False), free)
 
     def usable_memory_bytes(self):
         """Bytes a generation may use on the GPU (compare with estimate_memory_bytes)."""

@@ -54,12 +54,18 @@ def memory_refusal(engine, request):
 class GoalRunner:
     """Runs admitted goals on the engine slot and ends each with a result."""
 
-    def __init__(self, slot, publishing, logger, take_frame):
-        """Use `slot` for the engine, `publishing` for images, `take_frame` for camera frames."""
+    def __init__(self, slot, publishing, logger, take_frame, counters=None):
+        """Use `slot`, `publishing` for images, `take_frame` for camera frames, `counters`."""
         self._slot = slot
         self._publishing = publishing
         self._log = logger
         self._take_frame = take_frame
+        self._counters = counters
+
+    def _count(self, outcome, message=''):
+        """Count a goal's outcome (diagnostics.GoalCounters), if counting."""
+        if self._counters is not None:
+            self._counters.record(outcome, message)
 
     def run(self, goal_handle, admission, params):
         """End one goal (refused, stopped, cancelled or generated); return its result."""
@@ -135,32 +141,42 @@ class GoalRunner:
         """End a goal that never ran: cancelled while queued, or stopped by a transition."""
         if goal_handle.is_cancel_requested:
             goal_handle.canceled()
+            self._count('cancelled')
             self._log.info('goal cancelled while queued')
             return GenerateImage.Result(message='cancelled while queued; nothing was generated')
-        return self._abort(goal_handle, f'{admission.stop_reason} while the goal was queued')
+        return self._abort(goal_handle, f'{admission.stop_reason} while the goal was queued',
+                           outcome='cancelled')
 
     def _end_cancelled(self, goal_handle, admission):
         """End a goal stopped mid-generation: cancelled by its client or by a transition."""
         if goal_handle.is_cancel_requested:
             goal_handle.canceled()
+            self._count('cancelled')
             self._log.info('goal cancelled while running; nothing was published')
             return GenerateImage.Result(
                 message='cancelled while generating; no image was published')
-        return self._abort(goal_handle, f'{admission.stop_reason} while generating')
+        return self._abort(goal_handle, f'{admission.stop_reason} while generating',
+                           outcome='cancelled')
 
-    def _abort(self, goal_handle, message):
-        """Abort a goal with `message` (logged) and return its result."""
+    def _abort(self, goal_handle, message, outcome=None):
+        """Abort a goal with `message` (logged), count it, and return its result."""
         goal_handle.abort()
+        self._count(outcome or ('refused' if message.startswith('refused: ') else 'failed'),
+                    message)
         self._log.warn(f'goal aborted: {message}')
         return GenerateImage.Result(message=message)
 
     def _succeed(self, goal_handle, result, params):
-        """Publish the images, save them if asked, and end the goal succeeded."""
+        """Publish the images (compressed ones follow), save them if asked, succeed."""
         images = self._publishing.results(result, params.frame_id, params.output_dir)
+        stamps = [image.header.stamp for image in images]
         goal_handle.succeed()
+        self._count('served')
         self._log.info(
             f'goal succeeded: {len(images)} image(s), seeds {result.seeds}, '
             f'{result.elapsed_sec:.2f} s')
+        if goal_handle.request.omit_result_images:
+            images = []
         return GenerateImage.Result(
             images=images, seeds=list(result.seeds), parameters=result.infotexts[0],
-            elapsed_sec=float(result.elapsed_sec), message='')
+            elapsed_sec=float(result.elapsed_sec), message='', image_stamps=stamps)

@@ -134,6 +134,10 @@ class GoalScheduler:
         with self._lock:
             return bool(self._goals)
 
+    def queue_length(self):
+        """Goals running or waiting in the queue, for /diagnostics."""
+        return len(self._queue)
+
     def publish_positions(self, force=False):
         """Send 'queued' feedback to waiting goals when positions changed or a second passed."""
         positions = self._queue.positions()

@@ -31,6 +31,8 @@ from sdxl_ros.action import GenerateImage
 from sdxl_ros.engine.engine_slot import check_model_files, EngineSlot
 from sdxl_ros.engine.lora_files import request_loras
 from sdxl_ros.engine.request import RequestError, validate_request
+from sdxl_ros.ros.diagnostics import (diagnostics_problem, DiagnosticsTimer, GoalCounters,
+                                      Health)
 from sdxl_ros.ros.goal_conversion import goal_to_request, init_topic, stand_in_frame
 from sdxl_ros.ros.goal_runner import Admission, GoalRunner
 from sdxl_ros.ros.goal_scheduler import GoalScheduler, TICK_SEC
@@ -73,9 +75,13 @@ class SdxlNode(LifecycleNode):
         self._active = False
         self._slot = EngineSlot(self.get_logger())
         self._scheduler = GoalScheduler(self._params.max_queue)
-        self.publishing = Publishing(self)
+        self.publishing = Publishing(self, self._params.compressed_format,
+                                     self._params.jpeg_quality)
+        self._counters = GoalCounters()
+        self._state_label = 'unconfigured'
+        self._health_error = ''
         self._runner = GoalRunner(self._slot, self.publishing, self.get_logger(),
-                                  self._take_frame)
+                                  self._take_frame, self._counters)
         self._group = group = ReentrantCallbackGroup()
         self.action_server = ActionServer(
             self, GenerateImage, '~/generate', execute_callback=self._execute,
@@ -87,6 +93,11 @@ class SdxlNode(LifecycleNode):
         self.create_service(ListModels, '~/list_models', self._on_list_models,
                             callback_group=group)
         self.create_timer(TICK_SEC, self._scheduler.tick, callback_group=group)
+        self._diagnostics = None
+        if diagnostics_problem():
+            self.get_logger().warn(diagnostics_problem())
+        else:
+            self._diagnostics = DiagnosticsTimer(self, self._health, callback_group=group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ------------------------------------------------------------------ parameters
@@ -99,6 +110,7 @@ class SdxlNode(LifecycleNode):
             return SetParametersResult(successful=False, reason='; '.join(problems))
         if self._slot.configured:
             self._slot.configure(new.engine_config())
+        self.publishing.configure(new.compressed_format, new.jpeg_quality)
         self._params = new
         return SetParametersResult(successful=True)
 
@@ -114,43 +126,55 @@ class SdxlNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         """Read and check the parameters and the model files (headers only)."""
         params = read_parameters(self)
-        problems = check_parameters(params) or [check_model_files(params.engine_config())]
-        for problem in filter(None, problems):
+        problems = check_parameters(params)
+        model_problem = '' if problems else check_model_files(params.engine_config())
+        for problem in filter(None, problems + [model_problem]):
             self.get_logger().error(f'cannot configure: {problem}')
-        if any(problems):
-            return TransitionCallbackReturn.FAILURE
+        if problems or model_problem:
+            self._health_error = (f'models failed to load: {model_problem}' if model_problem
+                                  else 'cannot configure: ' + '; '.join(problems))
+            return self._entered(TransitionCallbackReturn.FAILURE, 'unconfigured')
         self._params = params
         self._slot.configure(params.engine_config())
-        return TransitionCallbackReturn.SUCCESS
+        self._health_error = ''
+        return self._entered(TransitionCallbackReturn.SUCCESS, 'inactive')
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Load the models (the slot logs why it cannot); start taking goals."""
-        if self._slot.load():
-            return TransitionCallbackReturn.FAILURE
+        problem = self._slot.load()
+        if problem:
+            self._health_error = f'models failed to load: {problem}'
+            return self._entered(TransitionCallbackReturn.FAILURE, 'inactive')
+        self._health_error = ''
         self._active = True
         self.get_logger().info('active: serving ~/generate')
-        return TransitionCallbackReturn.SUCCESS
+        return self._entered(TransitionCallbackReturn.SUCCESS, 'active')
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         """Stop taking goals, end the queued and running ones, free the models' memory."""
         self._release('node deactivated', self._slot.unload)
-        return TransitionCallbackReturn.SUCCESS
+        return self._entered(TransitionCallbackReturn.SUCCESS, 'inactive')
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         """Forget the configuration (deactivate already freed the models)."""
         self._release('node cleaned up', self._slot.clear)
-        return TransitionCallbackReturn.SUCCESS
+        return self._entered(TransitionCallbackReturn.SUCCESS, 'unconfigured')
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         """Free everything, from any state; later goals are told the node is shutting down."""
         self._inactive = SHUTTING_DOWN
         self._release('node shutting down', self._slot.clear)
-        return TransitionCallbackReturn.SUCCESS
+        return self._entered(TransitionCallbackReturn.SUCCESS, 'finalized')
 
     def on_error(self, state: State) -> TransitionCallbackReturn:
         """Free everything; the node goes back to unconfigured."""
         self._release('node error', self._slot.clear)
-        return TransitionCallbackReturn.SUCCESS
+        return self._entered(TransitionCallbackReturn.SUCCESS, 'unconfigured')
+
+    def _entered(self, result, label):
+        """Remember the state a transition ends in (for /diagnostics); return `result`."""
+        self._state_label = label
+        return result
 
     def _release(self, reason, free):
         """Refuse new goals, end the admitted ones with `reason`, then `free()` the models."""
@@ -216,6 +240,21 @@ class SdxlNode(LifecycleNode):
                                     self._params)
         finally:
             self._scheduler.finished(goal_handle)
+
+    # --------------------------------------------------------------- diagnostics
+    def _health(self):
+        """Return the node's Health now (the 1 Hz /diagnostics timer; takes no engine lock)."""
+        params = self._params
+        counts, last_failure = self._counters.snapshot()
+        return Health(
+            node_name=self.get_name(), node_fqn=self.get_fully_qualified_name(),
+            lifecycle_state=self._state_label, base_model=params.base_model,
+            refiner_model=params.refiner_model, models_loaded=self._slot.is_loaded,
+            error=self._health_error,
+            memory=self._slot.memory_report(params.default_width, params.default_height),
+            device=params.device, queue_length=self._scheduler.queue_length(),
+            counts=counts, last_failure=last_failure,
+            last_image_stamp=self.publishing.last_image_stamp)
 
     # ------------------------------------------------------------------ services
     def _on_list_models(self, request, response):

@@ -124,6 +124,13 @@ PARAMETERS = (
                   'Publish a small preview on ~/preview every N denoising steps (0 = never).',
                   minimum=0, maximum=1000),
     ParameterSpec('frame_id', 'sdxl', 'frame_id of the header of published images.'),
+    ParameterSpec('compressed_format', 'png',
+                  'Codec of ~/image/compressed and ~/preview/compressed '
+                  '(sensor_msgs/CompressedImage, image_transport format): png (lossless), '
+                  'jpeg, or none (publish no compressed images).',
+                  choices=('png', 'jpeg', 'none')),
+    ParameterSpec('jpeg_quality', 95, 'JPEG quality of the compressed images (1-100).',
+                  minimum=1, maximum=100),
     ParameterSpec('output_dir', '',
                   'If set, also save every result as PNG with its infotext here; the node '
                   'chooses the file names.'),
@@ -174,6 +181,8 @@ class NodeParameters:
     max_queue: int
     preview_every_n_steps: int
     frame_id: str
+    compressed_format: str
+    jpeg_quality: int
     output_dir: str
     fault_oom_at_step: int
 

@@ -1,12 +1,12 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
 """
-What the node sends out besides action results: ~/image, ~/preview and PNG copies.
+What the node sends out besides action results: images, previews and PNG copies.
 
-One place for the node's outputs, so other outputs (compressed images, diagnostics) join here
-without touching the goal logic. QoS: the result image is RELIABLE + TRANSIENT_LOCAL (a late
-subscriber still gets the last image); previews are BEST_EFFORT + VOLATILE (only the newest
-matters).
+~/image and ~/preview, each also as `<topic>/compressed` (image_publishing.py), and the
+output_dir files: one place for the node's outputs, so others join here without touching the
+goal logic. QoS: the result image is RELIABLE + TRANSIENT_LOCAL (a late subscriber still gets
+the last image); previews are BEST_EFFORT + VOLATILE (only the newest matters).
 """
 
 import datetime
@@ -14,8 +14,7 @@ import os
 
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sdxl_ros.engine.png_io import save_png
-from sdxl_ros.ros.image_conversion import numpy_to_image_msg
-from sensor_msgs.msg import Image
+from sdxl_ros.ros.image_publishing import ImagePublishing
 
 IMAGE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -26,34 +25,37 @@ PREVIEW_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
 class Publishing:
     """The node's image and preview publishers and its output_dir writer."""
 
-    def __init__(self, node):
-        """Create ~/image and ~/preview on `node`."""
+    def __init__(self, node, compressed_format='png', jpeg_quality=95):
+        """Create ~/image and ~/preview (raw and compressed) on `node`."""
         self._node = node
-        self._image_pub = node.create_publisher(Image, '~/image', IMAGE_QOS)
-        self._preview_pub = node.create_publisher(Image, '~/preview', PREVIEW_QOS)
+        self._images = ImagePublishing(node, '~/image', IMAGE_QOS, compressed_format,
+                                       jpeg_quality)
+        self._previews = ImagePublishing(node, '~/preview', PREVIEW_QOS, compressed_format,
+                                         jpeg_quality, keep_latest_only=True)
+        self.last_image_stamp = None
+
+    def configure(self, compressed_format, jpeg_quality):
+        """Use this codec and JPEG quality for the next compressed images."""
+        for publishing in (self._images, self._previews):
+            publishing.configure(compressed_format, jpeg_quality)
 
     def preview(self, pixels, frame_id):
-        """Publish a preview image (HxWx3 uint8 pixels) on ~/preview."""
-        self._preview_pub.publish(numpy_to_image_msg(pixels, self._stamp(), frame_id))
+        """Publish a preview image (HxWx3 uint8 pixels) on ~/preview (+ compressed)."""
+        self._previews.publish(pixels, frame_id)
 
     def results(self, result, frame_id, output_dir):
         """Publish a GenerationResult's images on ~/image, save them if asked; return the msgs."""
-        stamp = self._stamp()
-        images = [numpy_to_image_msg(image, stamp, frame_id) for image in result.images]
-        for image in images:
-            self._image_pub.publish(image)
+        images = [self._images.publish(image, frame_id) for image in result.images]
+        if images:
+            self.last_image_stamp = images[-1].header.stamp
         if output_dir:
             self._save(result, output_dir)
         return images
 
     def destroy(self):
-        """Destroy the publishers (the node leaves the graph cleanly)."""
-        for publisher in (self._image_pub, self._preview_pub):
-            self._node.destroy_publisher(publisher)
-
-    def _stamp(self):
-        """Return the node clock's time as a header stamp."""
-        return self._node.get_clock().now().to_msg()
+        """Send the compressed images still being coded, destroy the publishers."""
+        for publishing in (self._images, self._previews):
+            publishing.destroy()
 
     def _save(self, result, output_dir):
         """Save each image as <time>-<index>-<seed>.png with its infotext; log failures."""
