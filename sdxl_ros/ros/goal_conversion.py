@@ -10,8 +10,10 @@ a running node.
 
 import numpy as np
 
+from sdxl_ros.engine.lora_files import request_loras
 from sdxl_ros.engine.request import (DEFAULT_INPAINT_PADDING, DEFAULT_MASK_BLUR,
-                                     GenerationRequest, RequestError, RESIZE_MODES)
+                                     GenerationRequest, RequestError, RESIZE_MODES,
+                                     validate_request)
 from sdxl_ros.ros.image_conversion import image_msg_to_numpy, mask_msg_to_numpy
 
 
@@ -92,6 +94,21 @@ def goal_to_request(goal, params, frame=None):
         inpaint_full_res_padding=int(getattr(goal, 'inpaint_full_res_padding',
                                              DEFAULT_INPAINT_PADDING)),
     )
+
+
+def admit_goal(goal, params, lora_target):
+    """
+    Validate a goal at admission; return (request, init_image_topic or '').
+
+    A topic goal is checked against a stand-in frame now (its real frame comes when it runs);
+    LoRA names, files and shapes are checked too, so a bad goal never waits in the queue.
+    Raises RequestError with the reason.
+    """
+    topic = init_topic(goal)
+    frame = stand_in_frame(goal, params) if topic else None
+    request = validate_request(goal_to_request(goal, params, frame), params.limits())
+    request_loras(request, params.lora_dir, lora_target, with_hash=False)
+    return request, topic
 
 
 def request_to_goal(request, goal):

@@ -29,11 +29,10 @@ from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sdxl_ros.action import GenerateImage
 from sdxl_ros.engine.engine_slot import check_model_files, EngineSlot
-from sdxl_ros.engine.lora_files import request_loras
-from sdxl_ros.engine.request import RequestError, validate_request
+from sdxl_ros.engine.request import RequestError
 from sdxl_ros.ros.diagnostics import (diagnostics_problem, DiagnosticsTimer, GoalCounters,
                                       Health)
-from sdxl_ros.ros.goal_conversion import goal_to_request, init_topic, stand_in_frame
+from sdxl_ros.ros.goal_conversion import admit_goal
 from sdxl_ros.ros.goal_runner import Admission, GoalRunner
 from sdxl_ros.ros.goal_scheduler import GoalScheduler, TICK_SEC
 from sdxl_ros.ros.init_frame import wait_for_frame
@@ -206,14 +205,8 @@ class SdxlNode(LifecycleNode):
         """Return the Admission of `goal`: a queued request, or a refusal with the reason."""
         if not self._active:
             return Admission(refusal=f'refused: {self._inactive}')
-        params = self._params
         try:
-            topic = init_topic(goal)
-            # A topic goal is checked against a stand-in frame now, its real frame later.
-            frame = stand_in_frame(goal, params) if topic else None
-            request = validate_request(goal_to_request(goal, params, frame), params.limits())
-            # LoRA names, files and shapes are checked now, so a bad one never waits in line.
-            request_loras(request, params.lora_dir, self._slot.lora_target, with_hash=False)
+            request, topic = admit_goal(goal, self._params, self._slot.lora_target)
         except RequestError as error:
             return Admission(refusal=f'refused: {error}')
         admission = self._scheduler.reserve(request)
@@ -261,8 +254,7 @@ class SdxlNode(LifecycleNode):
         """List the models in model_dir and the presets; report the models in use."""
         params = self._params
         response.models, response.model_dir = list_models(params.model_dir)
-        response.base_model = params.base_model
-        response.refiner_model = params.refiner_model
+        response.base_model, response.refiner_model = params.base_model, params.refiner_model
         response.loras = list_loras(params.lora_dir)
         return response
 
