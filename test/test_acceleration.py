@@ -112,6 +112,7 @@ def test_precision_fp8_refused_with_a_reason():
     assert '8.9' in precision_problem(Facts('cuda', (8, 0)), True, fp8)
     assert 'CUDA' in precision_problem(Facts('cpu'), True, fp8)
     assert 'fast_path' in precision_problem(GPU, False, fp8)
+    assert 'bfloat16' in precision_problem(GPU, True, fp8, 'float16')
     assert 'torchao' in precision_problem(Facts('cuda', (9, 0), torchao_float8='gone'), True,
                                           fp8)
 

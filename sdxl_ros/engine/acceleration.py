@@ -139,10 +139,14 @@ def decide(facts, fast_path, memory_mode, accel):
     return True, ''
 
 
-def precision_problem(facts, fast_path, accel):
+def precision_problem(facts, fast_path, accel, dtype='bfloat16'):
     """Return why `accel.precision` cannot be used here ('' when it can): refused at load."""
     if accel.precision == 'fp16':
         return ''
+    if dtype != 'bfloat16':
+        # torchao's row-wise FP8 scales take bf16 weights only (an H200 run with fp16 weights
+        # failed while quantising: bench/results/h200_2026-12-01_run8_fp8.json).
+        return f'precision fp8 needs dtype bfloat16 (or auto), not {dtype}'
     if not fast_path:
         return 'precision fp8 needs fast_path true'
     if facts.device_type != 'cuda':

@@ -113,7 +113,9 @@ class SdxlEngine:
             raise ModelLoadError('device cuda requested but PyTorch sees no CUDA GPU; '
                                  'use device cpu (slow) or auto')
         dtype = self.config.dtype
-        if dtype == 'auto':
+        if dtype == 'auto' and self.config.acceleration.precision == 'fp8':
+            dtype = 'bfloat16'  # what torchao's row-wise FP8 quantisation takes
+        elif dtype == 'auto':
             dtype = 'float16' if device == 'cuda' else 'float32'
         return torch.device(device), getattr(torch, dtype)
 
@@ -125,7 +127,7 @@ class SdxlEngine:
             on_progress(Progress(stage='loading'))
         self.unload()
         device, dtype = self._resolve_device_dtype()
-        self._check_precision(device)
+        self._check_precision(device, dtype)
         try:
             models = load_models(self.config, device, dtype)
         except ModelLoadError:
@@ -154,14 +156,14 @@ class SdxlEngine:
         if on_progress:
             on_progress(Progress(stage='loading', elapsed_sec=time.monotonic() - start))
 
-    def _check_precision(self, device):
+    def _check_precision(self, device, dtype):
         """Refuse a precision this machine cannot run (before any weight is read)."""
         if self.config.acceleration.precision == 'fp16':
             return
         from sdxl_ros.engine.acceleration import precision_problem, probe_facts
         problem = precision_problem(
             probe_facts(device, self.config.acceleration.simulate_cuda),
-            self.config.fast_path, self.config.acceleration)
+            self.config.fast_path, self.config.acceleration, str(dtype).replace('torch.', ''))
         if problem:
             raise ModelLoadError(f'{problem}; use precision fp16')
 
