@@ -54,3 +54,19 @@ def assert_images_close(a, b, max_levels=MAX_LEVELS, min_psnr=MIN_PSNR_DB):
     assert worst <= max_levels and psnr >= min_psnr, \
         f'images differ: max {worst} levels (limit {max_levels}), {psnr:.1f} dB ' \
         f'(limit {min_psnr} dB)'
+
+
+class DecodeCounter:
+    """Counts forward passes of the real VAE decoder through a forward hook (no mock)."""
+
+    def __init__(self, engine):
+        """Install a forward hook on the engine's VAE decoder."""
+        self.count = 0
+        self.handle = engine.base_pipeline.vae.decoder.register_forward_hook(self._hook)
+
+    def _hook(self, *_args):
+        self.count += 1
+
+    def close(self):
+        """Remove the hook."""
+        self.handle.remove()

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import threading
 
-from engine_fixtures import tiny_engine, tiny_request
+from engine_fixtures import DecodeCounter, tiny_engine, tiny_request
 import numpy as np
 import pytest
 
@@ -20,22 +20,6 @@ from sdxl_ros.engine.schedulers import SCHEDULER_NAMES
 def engine():
     """One loaded tiny engine for the whole module (loading dominates the test time)."""
     return tiny_engine()
-
-
-class DecodeCounter:
-    """Counts forward passes of the real VAE decoder through a forward hook (no mock)."""
-
-    def __init__(self, engine):
-        """Install a forward hook on the engine's VAE decoder."""
-        self.count = 0
-        self.handle = engine.base_pipeline.vae.decoder.register_forward_hook(self._hook)
-
-    def _hook(self, *_args):
-        self.count += 1
-
-    def close(self):
-        """Remove the hook."""
-        self.handle.remove()
 
 
 def collect(engine, request, **kwargs):

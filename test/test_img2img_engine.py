@@ -4,7 +4,7 @@
 
 import threading
 
-from engine_fixtures import tiny_engine, TINY_LIMITS, tiny_request
+from engine_fixtures import DecodeCounter, tiny_engine, TINY_LIMITS, tiny_request
 import numpy as np
 from PIL import Image, ImageFilter
 import pytest
@@ -40,22 +40,6 @@ def collect(engine, request, **kwargs):
     """Generate and return (result, Progress events)."""
     events = []
     return engine.generate(request, on_progress=events.append, **kwargs), events
-
-
-class DecodeCounter:
-    """Counts forward passes of the real VAE decoder (a forward hook, no mock)."""
-
-    def __init__(self, engine):
-        """Install the hook."""
-        self.count = 0
-        self.handle = engine.base_pipeline.vae.decoder.register_forward_hook(self._hook)
-
-    def _hook(self, *_args):
-        self.count += 1
-
-    def close(self):
-        """Remove the hook."""
-        self.handle.remove()
 
 
 @pytest.mark.parametrize('steps, strength, switch, base, refiner', [

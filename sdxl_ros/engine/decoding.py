@@ -16,17 +16,25 @@ def vae_needs_fp32(vae, dtype):
     return dtype == torch.float16 and bool(getattr(vae.config, 'force_upcast', True))
 
 
+def _latent_stats(config, like):
+    """Return the VAE's per-channel latent (mean, std) as tensors like `like`, or None."""
+    import torch
+    mean = getattr(config, 'latents_mean', None)
+    std = getattr(config, 'latents_std', None)
+    if mean is None or std is None:
+        return None
+    shape = (1, config.latent_channels, 1, 1)
+    return (torch.tensor(mean).view(shape).to(like), torch.tensor(std).view(shape).to(like))
+
+
 def decode_latents(vae, latents):
     """Decode SDXL latents (scheduler space) to uint8 RGB images, refusing NaN/inf output."""
     import torch
     config = vae.config
     latents = latents.to(device=vae.device, dtype=vae.dtype)
-    mean = getattr(config, 'latents_mean', None)
-    std = getattr(config, 'latents_std', None)
-    if mean is not None and std is not None:
-        shape = (1, config.latent_channels, 1, 1)
-        mean = torch.tensor(mean).view(shape).to(latents)
-        std = torch.tensor(std).view(shape).to(latents)
+    stats = _latent_stats(config, latents)
+    if stats is not None:
+        mean, std = stats
         latents = latents * std / config.scaling_factor + mean
     else:
         latents = latents / config.scaling_factor
@@ -56,12 +64,9 @@ def encode_image(vae, image, dtype):
     pixels = pixels / 127.5 - 1.0
     with torch.inference_mode():
         latents = vae.encode(pixels).latent_dist.mode()
-    mean = getattr(config, 'latents_mean', None)
-    std = getattr(config, 'latents_std', None)
-    if mean is not None and std is not None:
-        shape = (1, config.latent_channels, 1, 1)
-        mean = torch.tensor(mean).view(shape).to(latents)
-        std = torch.tensor(std).view(shape).to(latents)
+    stats = _latent_stats(config, latents)
+    if stats is not None:
+        mean, std = stats
         latents = (latents - mean) * config.scaling_factor / std
     else:
         latents = latents * config.scaling_factor
