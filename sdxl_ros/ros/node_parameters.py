@@ -74,9 +74,9 @@ PARAMETERS = (
                   'false = plain diffusers. No effect on CPU or with offloading.'),
     ParameterSpec('precision', 'fp16',
                   'fp16: the same pictures as plain diffusers. fp8 (opt-in, needs fast_path, '
-                  'torchao and a GPU of compute capability >= 8.9): FP8 matmuls in both UNets, '
-                  'faster, slightly different pictures (quality on real weights not measured '
-                  'here). Refused with the reason where it cannot run.', choices=PRECISIONS),
+                  'torchao and a GPU of compute capability >= 8.9; models in bfloat16): FP8 '
+                  'matmuls in both UNets, other pictures (speed and quality not measured yet). '
+                  'Refused with the reason where it cannot run.', choices=PRECISIONS),
     ParameterSpec('prepare_sizes', ','.join(f'{w}x{h}' for w, h in STANDARD_SIZES),
                   'Comma-separated WIDTHxHEIGHT sizes the fast path compiles and captures in '
                   'the background after the node starts serving (goals first). A goal at a '
