@@ -19,7 +19,12 @@ pytestmark = [pytest.mark.ros, pytest.mark.reliability]
 
 #: The goal's fields; a new one must be reviewed here: none may name a file or folder.
 GOAL_FIELDS = {'prompt', 'negative_prompt', 'width', 'height', 'steps', 'guidance_scale',
-               'refiner_switch', 'seed', 'scheduler', 'num_images'}
+               'refiner_switch', 'seed', 'scheduler', 'num_images',
+               # img2img/inpainting: pictures travel in the message; init_image_topic names a
+               # ROS topic the node subscribes to for one frame, never a file.
+               'init_image', 'init_image_topic', 'denoising_strength', 'resize_mode',
+               'mask_image', 'mask_blur', 'inpaint_full_res', 'inpaint_full_res_padding',
+               'omit_result_images'}
 NODE_FILE_NAME = re.compile(r'^\d{8}-\d{6}-\d{3}-\d+-\d+\.png$')
 
 

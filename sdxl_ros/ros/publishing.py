@@ -40,7 +40,7 @@ class Publishing:
             publishing.configure(compressed_format, jpeg_quality)
 
     def preview(self, pixels, frame_id):
-        """Publish a preview image (HxWx3 uint8 pixels) on ~/preview (+ compressed)."""
+        """Publish an HxWx3 uint8 preview on ~/preview and its compressed topic."""
         self._previews.publish(pixels, frame_id)
 
     def results(self, result, frame_id, output_dir):
