@@ -19,6 +19,9 @@ if [ ! -r "${FASTDDS_DEFAULT_PROFILES_FILE}" ]; then
   echo "sdxl_ros: ${FASTDDS_DEFAULT_PROFILES_FILE} is missing; refusing to start DDS" >&2
   return 1
 fi
+# Fast DDS 3 (Kilted) reads FASTDDS_DEFAULT_PROFILES_FILE; Fast DDS 2.x (Jazzy, Humble) reads
+# only FASTRTPS_DEFAULT_PROFILES_FILE (the only name in Jazzy's libfastrtps 2.14): set both.
+export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE}"
 export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 export ROS_AUTOMATIC_DISCOVERY_RANGE=SYSTEM_DEFAULT
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$((RANDOM % 100 + 1))}"
