@@ -19,9 +19,6 @@ if [ ! -r "${FASTDDS_DEFAULT_PROFILES_FILE}" ]; then
   echo "sdxl_ros: ${FASTDDS_DEFAULT_PROFILES_FILE} is missing; refusing to start DDS" >&2
   return 1
 fi
-# Fast DDS 3 (Kilted) reads FASTDDS_DEFAULT_PROFILES_FILE; Fast DDS 2.x (Jazzy, Humble) reads
-# only FASTRTPS_DEFAULT_PROFILES_FILE (the only name in Jazzy's libfastrtps 2.14): set both.
-export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE}"
 export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 export ROS_AUTOMATIC_DISCOVERY_RANGE=SYSTEM_DEFAULT
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$((RANDOM % 100 + 1))}"
@@ -43,6 +40,16 @@ if [ "${SDXL_ROS_KIND}" = wheels ]; then
 fi
 # shellcheck disable=SC1091
 source "${SDXL_ROS_INSTALL}/setup.bash"
+# Fast DDS 2.x (libfastrtps: Humble, Jazzy) reads only FASTRTPS_DEFAULT_PROFILES_FILE; Fast DDS
+# 3 (libfastdds: Kilted) reads FASTDDS_DEFAULT_PROFILES_FILE and warns on every start when the
+# old name is set. Set the old name only where the library on the prefix path is 2.x.
+unset FASTRTPS_DEFAULT_PROFILES_FILE
+sdxl_ros_fastdds="$(IFS=:; for prefix in ${AMENT_PREFIX_PATH:-}; do
+  ls "${prefix}"/lib/libfastdds.so* "${prefix}"/lib/libfastrtps.so* 2>/dev/null; done | head -n1 || true)"
+case "$(basename "${sdxl_ros_fastdds:-none}")" in
+  libfastrtps.so*) export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE}" ;;
+esac
+unset sdxl_ros_fastdds
 # sdxl_node and sdxl_generate by name, also where no `ros2` CLI exists (the PyPI wheels).
 case ":${PATH}:" in
   *":${SDXL_ROS_INSTALL}/sdxl_ros/lib/sdxl_ros:"*) ;;

@@ -45,9 +45,10 @@ def confinement_problem():
     if not os.access(profile, os.R_OK):
         return (f'the Fast DDS profile {profile} is not readable; Fast DDS would fall back to '
                 'multicast on every interface')
-    if os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE', '') != profile:
-        return ('FASTRTPS_DEFAULT_PROFILES_FILE (the name Fast DDS 2.x reads) must name the same '
-                'profile as FASTDDS_DEFAULT_PROFILES_FILE')
+    if os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE', profile) != profile:
+        return ('FASTRTPS_DEFAULT_PROFILES_FILE (the name Fast DDS 2.x reads; scripts/env.sh '
+                'sets it where the library is 2.x) must name the same profile as '
+                'FASTDDS_DEFAULT_PROFILES_FILE')
     if os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE') not in ('SYSTEM_DEFAULT', 'LOCALHOST'):
         return 'ROS_AUTOMATIC_DISCOVERY_RANGE must be SYSTEM_DEFAULT or LOCALHOST'
     return ''

@@ -14,6 +14,8 @@ def test_missing_or_unreadable_profile_is_refused(monkeypatch, tmp_path):
     profile = tmp_path / 'profile.xml'
     profile.write_text('<profiles/>')
     monkeypatch.setenv('FASTDDS_DEFAULT_PROFILES_FILE', str(profile))
+    monkeypatch.delenv('FASTRTPS_DEFAULT_PROFILES_FILE', raising=False)
+    assert confinement_problem() == ''
     monkeypatch.setenv('FASTRTPS_DEFAULT_PROFILES_FILE', str(tmp_path / 'other.xml'))
     assert 'FASTRTPS_DEFAULT_PROFILES_FILE' in confinement_problem()
     monkeypatch.setenv('FASTRTPS_DEFAULT_PROFILES_FILE', str(profile))

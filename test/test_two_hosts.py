@@ -44,10 +44,11 @@ TIMEOUT = 120
 
 
 def _env(profile):
-    # Both names: Fast DDS 3 reads the first, Fast DDS 2.x (Jazzy) only the second.
     env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(profile),
-               FASTRTPS_DEFAULT_PROFILES_FILE=str(profile),
                ROS_AUTOMATIC_DISCOVERY_RANGE='SYSTEM_DEFAULT')
+    # The name Fast DDS 2.x (Jazzy) reads, where scripts/env.sh found that Fast DDS.
+    if 'FASTRTPS_DEFAULT_PROFILES_FILE' in env:
+        env['FASTRTPS_DEFAULT_PROFILES_FILE'] = str(profile)
     return env
 
 
