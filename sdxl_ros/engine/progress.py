@@ -33,9 +33,9 @@ class ProgressClock:
     a real decode has been timed.
     """
 
-    def __init__(self, steps_per_image, num_images):
-        """Start the clock for `num_images` images of `steps_per_image` steps each."""
-        self.start = time.monotonic()
+    def __init__(self, steps_per_image, num_images, start=None):
+        """Start the clock (at monotonic `start`, default now) for a request's images."""
+        self.start = time.monotonic() if start is None else start
         self.steps_per_image = max(1, steps_per_image)
         self.num_images = num_images
         self.steps_done = 0

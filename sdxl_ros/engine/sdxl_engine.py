@@ -343,6 +343,7 @@ class SdxlEngine:
     # -------------------------------------------------------------- generation
     def generate(self, request, on_progress=None, cancel=None, preview_every_n_steps=0):
         """Generate `request.num_images` images; see the package docstring for the contract."""
+        started = time.monotonic()  # elapsed_sec counts all of it, scheduler setup included
         request = validate_request(request, self.config.limits)
         if self._models is None:
             raise EngineError('models are not loaded: call load() first')
@@ -350,7 +351,7 @@ class SdxlEngine:
         with self._gate.goal(), self._lock:
             try:
                 return self._generate_degrading(request, on_progress, cancel,
-                                                preview_every_n_steps, text, loras)
+                                                preview_every_n_steps, text, loras, started)
             except _Cancelled:
                 raise GenerationCancelled('generation cancelled; no image was decoded') \
                     from None
@@ -365,13 +366,16 @@ class SdxlEngine:
                         'vae_tiling, or memory_mode model_offload') from error
                 raise EngineError(f'generation failed: {error}') from error
 
-    def _generate_degrading(self, request, on_progress, cancel, preview_every, text, loras):
+    def _generate_degrading(self, request, on_progress, cancel, preview_every, text, loras,
+                            started):
         """Run `_generate`; if the fast path fails inside it, switch it off and run plainly."""
         accel = self._accel
         if accel is None or not accel.enabled:
-            return self._generate(request, on_progress, cancel, preview_every, text, loras)
+            return self._generate(request, on_progress, cancel, preview_every, text, loras,
+                                  started)
         try:
-            return self._generate(request, on_progress, cancel, preview_every, text, loras)
+            return self._generate(request, on_progress, cancel, preview_every, text, loras,
+                                  started)
         except (_Cancelled, EngineError, ValueError):
             raise
         except Exception as error:
@@ -379,9 +383,10 @@ class SdxlEngine:
                 raise
             from sdxl_ros.engine.acceleration import switch_off
             switch_off(accel, 'failed during a goal', error)
-            return self._generate(request, on_progress, cancel, preview_every, text, loras)
+            return self._generate(request, on_progress, cancel, preview_every, text, loras,
+                                  started)
 
-    def _generate(self, request, on_progress, cancel, preview_every, text, loras):
+    def _generate(self, request, on_progress, cancel, preview_every, text, loras, started):
         """Run the body of `generate`, without the error translation."""
         import torch
         from sdxl_ros.engine.lora import fused_mode_needed
@@ -396,7 +401,7 @@ class SdxlEngine:
         switch = img2img_switch(strength, request.refiner_switch)
         plan = plan_steps(request.scheduler, self._scheduler_configs['base'], request.steps,
                           switch, models.refiner is not None, strength)
-        clock = ProgressClock(plan.total, request.num_images)
+        clock = ProgressClock(plan.total, request.num_images, started)
         result = GenerationResult()
         init_latents = None
         if prepared is not None:
