@@ -46,6 +46,7 @@ def test_image_has_requested_size(engine, width, height):
     image = result.images[0]
     assert image.shape == (height, width, 3)
     assert image.dtype == np.uint8
+    assert image.flags['C_CONTIGUOUS']  # the node copies it into messages without a gather
     assert image.std() > 0
 
 
