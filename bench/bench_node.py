@@ -86,7 +86,7 @@ def measure_goals(args, workdir):
         'default_width': args.size, 'default_height': args.size, 'max_side': 2048,
         'default_steps': args.steps, 'preview_every_n_steps': 0, 'max_queue': 1,
         'base_model': args.preset, 'refiner_model': args.preset,
-        'device': args.device}).start()
+        'device': args.device, 'compressed_format': args.compressed_format}).start()
     client = RosClient('bench_node')
     sub = None
     try:
@@ -103,7 +103,8 @@ def measure_goals(args, workdir):
         rows = []
         for index in range(args.goals + 1):  # the first goal warms the node: not counted
             goal = GenerateImage.Goal(prompt='a robot', width=args.size, height=args.size,
-                                      steps=args.steps, seed=index + 1, num_images=1)
+                                      steps=args.steps, seed=index + 1, num_images=1,
+                                      omit_result_images=args.omit_result_images)
             received = threading.Event()
             stamps = {}
             sent = time.monotonic()
@@ -121,7 +122,7 @@ def measure_goals(args, workdir):
             rows.append({'total_sec': total, 'engine_sec': response.result.elapsed_sec,
                          'overhead_sec': total - response.result.elapsed_sec,
                          'accept_sec': stamps['accepted'] - sent,
-                         'image_bytes': len(response.result.images[0].data)})
+                         'image_bytes': sum(len(i.data) for i in response.result.images)})
             time.sleep(0.3)
         out, _ = sub.communicate(timeout=60)
         topic = json.loads(out.strip().splitlines()[-1])
@@ -217,6 +218,10 @@ def parse_args(argv=None):
     parser.add_argument('--preset', default='tiny')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--repeats', type=int, default=20)
+    parser.add_argument('--omit-result-images', action='store_true',
+                        help='goals ask for results without images (the topic has them)')
+    parser.add_argument('--compressed-format', default='png',
+                        help="the node's compressed_format (png, jpeg, none)")
     parser.add_argument('--out', default='')
     parser.add_argument('--subscriber', default='', help=argparse.SUPPRESS)
     parser.add_argument('--ready', default='', help=argparse.SUPPRESS)
