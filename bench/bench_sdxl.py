@@ -475,8 +475,8 @@ def phase_new_size(args, state):
            'second_goal_unprepared_sec': round(unprepared[1][0], 3),
            'prepare_sec': round(prepare_sec, 3), 'image_sec': [round(t, 4) for t in times],
            'median_image_sec': round(median, 4),
-           # Eager-graph replays against the first goal's (eager, then graphs of eager):
-           # exact is expected; against the prepared (compiled) path: fp16 noise.
+           # Two unprepared (eager) goals: exact is expected; the prepared (compiled) path
+           # against the eager one: fp16 noise.
            'agreement_second_vs_first': agreement(unprepared[1][1], unprepared[0][1]),
            'agreement_prepared_vs_first': agreement(image, unprepared[0][1]),
            'accelerator': engine.accelerator.summary()}

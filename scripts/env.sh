@@ -45,7 +45,8 @@ source "${SDXL_ROS_INSTALL}/setup.bash"
 # old name is set. Set the old name only where the library on the prefix path is 2.x.
 unset FASTRTPS_DEFAULT_PROFILES_FILE
 sdxl_ros_fastdds="$(IFS=:; for prefix in ${AMENT_PREFIX_PATH:-}; do
-  ls "${prefix}"/lib/libfastdds.so* "${prefix}"/lib/libfastrtps.so* 2>/dev/null; done | head -n1 || true)"
+  ls "${prefix}"/lib/libfastdds.so* "${prefix}"/lib/libfastrtps.so* 2>/dev/null
+done | head -n1 || true)"
 case "$(basename "${sdxl_ros_fastdds:-none}")" in
   libfastrtps.so*) export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE}" ;;
 esac
