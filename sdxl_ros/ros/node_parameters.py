@@ -149,7 +149,7 @@ TEST_HOOKS = (
 
 
 class _ParameterValues:
-    """The behaviour of NodeParameters; its fields are generated from the tables below."""
+    """The behaviour of NodeParameters; its fields come from PARAMETERS and TEST_HOOKS."""
 
     @classmethod
     def defaults(cls):
