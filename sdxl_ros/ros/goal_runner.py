@@ -205,7 +205,7 @@ class GoalRunner:
         if goal_handle.is_cancel_requested:
             admission.cancel.set()
         fault = getattr(params, 'fault_device', '')
-        if fault and progress.step >= 1 and fault == self._name(self._engine_index(admission)):
+        if fault and progress.step >= 2 and fault == self._name(self._engine_index(admission)):
             # Test hook: raised inside the engine's step callback, so it leaves the engine
             # the way a CUDA error does (EngineError 'generation failed: ...').
             raise RuntimeError('device lost (test hook fault_device)')

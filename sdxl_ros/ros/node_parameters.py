@@ -152,7 +152,7 @@ TEST_HOOKS = (
                   'Test hook: raise an out-of-memory error at this step of every image '
                   '(0 = off). Reloads the models when changed.', minimum=0, maximum=1000),
     ParameterSpec('fault_device', '',
-                  'Test hook: goals on this device (a name from devices) fail at their first '
+                  'Test hook: goals on this device (a name from devices) fail at their second '
                   'step as when a GPU is lost (empty = off).'),
 )
 
