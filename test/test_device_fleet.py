@@ -32,7 +32,7 @@ def test_device_names_are_canonical_and_listed_once():
     assert len(parse_devices(['cpu', 'cpu'])[1]) == 1
     assert len(parse_devices(['cuda', 'cuda:0'])[1]) == 1
     assert parse_devices(['gpu0', 'auto', 'cuda:x'])[1] == [
-        f"devices: device {name!r} is not cuda, cuda:N, cpu or cpu:N"
+        f'devices: device {name!r} is not cuda, cuda:N, cpu or cpu:N'
         for name in ('gpu0', 'auto', 'cuda:x')]
     assert engine_device('cpu:1') == 'cpu' and engine_device('cuda:1') == 'cuda:1'
     assert EngineConfig(device='cuda:1').device == 'cuda:1'

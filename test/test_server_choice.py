@@ -49,7 +49,7 @@ def test_servers_are_ranked_by_goals_per_device():
     assert firsts == {'/x/sdxl/generate', '/y/sdxl/generate'}
 
 
-def _cli(*args, timeout=120):
+def _cli(*args, timeout=240):
     """Run sdxl_generate (confined like this test process); return the CompletedProcess."""
     return subprocess.run([sys.executable, str(client_executable()), *args],
                           capture_output=True, text=True, timeout=timeout)
@@ -57,15 +57,16 @@ def _cli(*args, timeout=120):
 
 @pytest.mark.ros
 def test_the_cli_sends_to_the_idle_server_and_falls_back(ros_client, tmp_path):
-    """Busy /…_1 and idle /…_2: the goal goes to _2; with _2 gone, to _1."""
+    """Busy /…_1 and idle /…_2: the goal goes to _2; with _2 gone, to _1 (now idle)."""
     pytest.importorskip('diagnostic_msgs', reason='diagnostic_msgs is not installed')
     arrays = _statuses(ros_client)
-    nodes = [NodeProcess(tmp_path / str(i), {'max_queue': 2}).start() for i in range(2)]
+    nodes = [NodeProcess(tmp_path / str(i), {'max_queue': 2, 'max_steps': 1000}).start()
+             for i in range(2)]
     busy, idle = nodes
     try:
         for node in nodes:
             ros_client.wait_active(node.fqn, node)
-        runs = [ros_client.send_goal(busy.name_of('generate'), prompt='long', steps=400)]
+        runs = [ros_client.send_goal(busy.name_of('generate'), prompt='long', steps=1000)]
         runs[0].accepted()
         _wait_status(arrays, busy.fqn, lambda s, v: v['queue length'] == '1')
         done = _cli('--servers', 'auto', 'a robot', '--quiet', '-o', str(tmp_path / 'a.png'))
@@ -74,6 +75,8 @@ def test_the_cli_sends_to_the_idle_server_and_falls_back(ros_client, tmp_path):
         assert (tmp_path / 'a.png').is_file()
         _wait_status(arrays, idle.fqn, lambda s, v: v['goals served'] == '1')
         idle.stop()
+        runs[0].cancel()
+        runs[0].result(60)
         done = _cli('--servers', 'auto', 'a robot', '--quiet', '--steps', '2',
                     '-o', str(tmp_path / 'b.png'))
         assert done.returncode == 0, done.stderr
@@ -81,7 +84,6 @@ def test_the_cli_sends_to_the_idle_server_and_falls_back(ros_client, tmp_path):
         assert done.stderr.strip().splitlines()[-1] == (
             f'sdxl_generate: sending the goal to {busy.name_of("generate")}'), done.stderr
         assert (tmp_path / 'b.png').is_file()
-        runs[0].cancel()
     finally:
         for node in nodes:
             node.stop()

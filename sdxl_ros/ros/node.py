@@ -56,7 +56,8 @@ ACTION_SERVICE_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIAB
 RESULT_TIMEOUT_SEC = 60
 #: Executor threads: one generation, one blocking transition (deactivate waits for the running
 #: goal to stop), and the short callbacks (goals, cancels, timer, services). Waiting goals
-#: hold no thread, so this does not grow with max_queue.
+#: hold no thread, so this does not grow with max_queue; each further device adds one (its
+#: generation holds an execute callback too).
 EXECUTOR_THREADS = 6
 NOT_ACTIVE = ('the node is not active (configure and activate it through its lifecycle, or '
               'set autostart true)')
@@ -84,6 +85,7 @@ class SdxlNode(LifecycleNode):
         self._scheduler = GoalScheduler(self._params.max_queue, len(names))
         self._fleet = DeviceFleet(names, bool(self._params.devices), self.get_logger(),
                                   self._scheduler)
+        self.executor_threads = EXECUTOR_THREADS + len(names) - 1
         self.publishing = Publishing(self, self._params.compressed_format,
                                      self._params.jpeg_quality)
         self._counters = GoalCounters()
