@@ -66,7 +66,7 @@ def test_weights_are_counted_from_the_configs_and_cpu_engines_add_up():
     assert weight_bytes(tiny, 4) == 2 * weight_bytes(tiny, 2) > 0
     base_only = EngineConfig(base_model='tiny', refiner_model='')
     assert weight_bytes(base_only, 4) < weight_bytes(tiny, 4)
-    from sdxl_ros.engine.memory import host_memory
+    from sdxl_ros.engine.generation.memory import host_memory
     available = host_memory()[1]
     # Engines on the CPU each hold a copy: refused once the copies exceed the host's memory.
     per_engine = available // 2 + GIB

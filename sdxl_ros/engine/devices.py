@@ -16,8 +16,6 @@ parsing is usable and tested without it.
 
 import re
 
-from sdxl_ros.engine.memory import host_memory
-
 _NAME = re.compile(r'(cuda|cpu)(?::(\d+))?')
 #: Engines of one process on the host's CPU share its RAM: each holds a copy of the weights.
 HOST = 'host memory'
@@ -62,6 +60,7 @@ def device_problems(devices, weight_bytes_of, dtype='auto'):
     together must fit the host's available memory (each holds a copy).
     """
     import torch
+    from sdxl_ros.engine.generation.memory import host_memory
     problems, cpu_engines = [], [d for d in devices if d.startswith('cpu')]
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     for device in devices:
@@ -111,7 +110,7 @@ def weight_bytes(config, itemsize):
     device; no weight is read. Offloading modes keep less on the device; this is the resident
     figure. Raises ModelLoadError like loading would.
     """
-    from sdxl_ros.engine.loading import read_checkpoint_shapes, resolve_source
+    from sdxl_ros.engine.model_files import read_checkpoint_shapes, resolve_source
     total = 0
     for role, name in (('base', config.base_model), ('refiner', config.refiner_model)):
         if not name:
@@ -147,7 +146,7 @@ def _preset_elements(preset_name, role):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
     from sdxl_ros.engine.presets import PRESETS
-    from sdxl_ros.engine.resources import model_config_dir
+    from sdxl_ros.engine.models.resources import model_config_dir
     preset = PRESETS[preset_name]
     folder = model_config_dir(preset.refiner_config if role == 'refiner' else preset.base_config)
     builders = {
@@ -167,7 +166,7 @@ def _preset_elements(preset_name, role):
 def _folder_elements(folder, role):
     """Elements of the safetensors weights of a diffusers folder's components."""
     from pathlib import Path
-    from sdxl_ros.engine.loading import read_checkpoint_shapes
+    from sdxl_ros.engine.model_files import read_checkpoint_shapes
     total = 0
     for component in _components(role):
         for path in sorted((Path(folder) / component).glob('*.safetensors')):
