@@ -104,13 +104,17 @@ def measure(args, engines, client, workdir):
 def measure_engines(args, engines):
     """Run one engine count without ROS: slots, the node's queue, one thread per engine."""
     from dataclasses import replace
-    from sdxl_ros.engine.config import EngineConfig
+    from sdxl_ros.engine.config import AccelerationConfig, EngineConfig
     from sdxl_ros.engine.devices import engine_device
     from sdxl_ros.engine.engine_slot import EngineSlot
     from sdxl_ros.engine.request import GenerationRequest, Limits
     from sdxl_ros.ros.goal_queue import GoalQueue
+    # The fast path is prepared here, in each engine's thread, before anything is timed (the
+    # node prepares it in a background thread while it serves).
     config = EngineConfig(base_model=args.preset, refiner_model=args.preset,
                           fast_path=args.fast_path,
+                          acceleration=AccelerationConfig(background_prepare=False,
+                                                          prepare_sizes=()),
                           limits=Limits(min_side=min(args.size, 64), max_side=max(args.size, 64)))
     devices = [f'{args.kind}:{index}' for index in range(engines)]
     slots = [EngineSlot() for _ in devices]
@@ -124,8 +128,10 @@ def measure_engines(args, engines):
         return GenerationRequest(prompt=f'robot {seed}', width=args.size, height=args.size,
                                  steps=args.steps, seed=seed)
 
-    for slot in slots:  # warm-up, one goal each (not counted)
+    prepared = []
+    for slot in slots:  # fast path (if asked) and warm-up, one goal each (not counted)
         with slot.engine() as engine:
+            prepared.append(round(engine.prepare_fast_path([(args.size, args.size)]), 1))
             engine.generate(request(0))
     before = _load()
     queue, lock = GoalQueue(max_waiting=args.goals, engines=engines), threading.Lock()
@@ -161,7 +167,7 @@ def measure_engines(args, engines):
             'goals_per_minute': round(args.goals * 60.0 / span, 2), 'span_s': round(span, 2),
             'queue_wait': _seconds([started[k] - sent[k] for k in sent]),
             'generation': _seconds(list(elapsed.values())), 'devices_used': sorted(used),
-            'load_before': before, 'load_after': after}
+            'fast_path_prepare_s': prepared, 'load_before': before, 'load_after': after}
 
 
 def parse_args(argv=None):
