@@ -25,7 +25,7 @@ def _succeeded():
 
 
 def _devices(run, stages=('base', 'refiner')):
-    """The devices named by a goal's denoising feedback, in order."""
+    """Return the devices named by a goal's denoising feedback, in order."""
     return [fb.device for _, fb in run.feedback if fb.stage in stages]
 
 

@@ -128,7 +128,7 @@ def weight_bytes(config, itemsize):
 
 
 def _numel(shape):
-    """Number of elements of a tensor of `shape`."""
+    """Return the number of elements of a tensor of `shape`."""
     count = 1
     for size in shape:
         count *= size
@@ -136,7 +136,7 @@ def _numel(shape):
 
 
 def _components(role):
-    """The components one engine holds of a base or a refiner."""
+    """Return the components of a base or a refiner that one engine holds."""
     return ('unet',) if role == 'refiner' else ('unet', 'text_encoder', 'text_encoder_2', 'vae')
 
 
