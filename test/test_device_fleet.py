@@ -35,6 +35,12 @@ def test_device_names_are_canonical_and_listed_once():
         f'devices: device {name!r} is not cuda, cuda:N, cpu or cpu:N'
         for name in ('gpu0', 'auto', 'cuda:x')]
     assert engine_device('cpu:1') == 'cpu' and engine_device('cuda:1') == 'cuda:1'
+    from sdxl_ros.ros.node_parameters import check_parameters, NodeParameters
+    params = NodeParameters.defaults().updated({'devices': ('gpu',), 'device': 'cpu'})
+    assert params.device_names() == ['cpu']  # the node still starts, and configure says why:
+    assert "devices: device 'gpu' is not cuda, cuda:N, cpu or cpu:N" in check_parameters(
+        params, check_models=False)
+    assert params.updated({'devices': ('cuda', 'cpu:1')}).device_names() == ['cuda:0', 'cpu:1']
     assert EngineConfig(device='cuda:1').device == 'cuda:1'
     with pytest.raises(ValueError, match='device'):
         EngineConfig(device='cpu:1')  # the slot passes 'cpu' for a CPU engine

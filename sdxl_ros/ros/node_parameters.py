@@ -196,8 +196,13 @@ class _ParameterValues:
                                   compile_cache_dir=self.compile_cache_dir)
 
     def device_names(self):
-        """Return the devices the node runs engines on: `devices` (canonical), or [device]."""
-        return parse_devices(self.devices)[0] if self.devices else [self.device]
+        """
+        Return the devices the node runs engines on: `devices` (canonical), or [device].
+
+        Never empty: with no valid name in `devices` it is [device] (configure then refuses
+        the list with the reason, and the node keeps running unconfigured).
+        """
+        return (parse_devices(self.devices)[0] if self.devices else []) or [self.device]
 
     def reloads_models(self, new):
         """Whether going from these values to `new` loads the models again (engine's rule)."""
