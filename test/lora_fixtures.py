@@ -136,14 +136,14 @@ def sdxl_lora(base, seed=0, scale=0.2, conv=False, rank=4, alpha=None):
                             alpha=alpha)
 
 
-def diffusers_names_lora(base, seed=0, scale=0.2):
+def diffusers_names_lora(base, seed=0, scale=0.2, rank=4):
     """Return the same LoRA as `sdxl_lora` with diffusers block names (`lora_unet_down_…`)."""
     found = [('lora_unet_' + name.replace('.', '_'), sub)
              for name, sub in _modules(base.unet, _UNET_LAYERS)]
     for prefix, encoder in (('lora_te1_', base.text_encoder), ('lora_te2_', base.text_encoder_2)):
         found += [(prefix + _text_name(name).replace('.', '_'), sub)
                   for name, sub in _modules(encoder, _TEXT_LAYERS)]
-    return kohya_state_dict(found, seed=seed, scale=scale)
+    return kohya_state_dict(found, rank=rank, seed=seed, scale=scale)
 
 
 def peft_lora(base, rank=4, lora_alpha=8, seed=3, scale=0.2):

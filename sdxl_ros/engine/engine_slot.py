@@ -22,7 +22,8 @@ from sdxl_ros.engine.sdxl_engine import SdxlEngine
 
 def _load_key(config):
     """Return the part of a configuration that fixes the loaded models (limits etc. do not)."""
-    return replace(config, limits=Limits(), emphasis='original', lora_dir='')
+    return replace(config, limits=Limits(), emphasis='original', lora_dir='',
+                   embeddings_dir='')
 
 
 def check_model_files(config):
@@ -132,6 +133,7 @@ class EngineSlot:
                 and _load_key(engine.config) == _load_key(config):
             engine.config.limits = config.limits
             engine.config.emphasis, engine.config.lora_dir = config.emphasis, config.lora_dir
+            engine.config.embeddings_dir = config.embeddings_dir
             return ''
         if on_loading is not None:
             on_loading()

@@ -62,6 +62,7 @@ class SdxlEngine:
         self._preparer = None
         self._lora_target = None
         self._loras = None
+        self._embeddings = None
         self._lock = threading.Lock()
         self._gate = GoalGate()
 
@@ -152,6 +153,8 @@ class SdxlEngine:
         from sdxl_ros.engine.lora import lora_target, LoraSet
         self._lora_target = lora_target(models.base, models.refiner)
         self._loras = LoraSet(models.base)
+        from sdxl_ros.engine.embeddings import embedding_widths, EmbeddingSet
+        self._embeddings = EmbeddingSet(embedding_widths(models.base))
         self._accelerate(models)
         if on_progress:
             on_progress(Progress(stage='loading', elapsed_sec=time.monotonic() - start))
@@ -285,6 +288,7 @@ class SdxlEngine:
         self._scheduler_configs = None
         self._lora_target = None
         self._loras = None
+        self._embeddings = None
         if self._accel is not None:
             self._accel.disable('unloaded')
             self._accel = None
@@ -348,10 +352,13 @@ class SdxlEngine:
         if self._models is None:
             raise EngineError('models are not loaded: call load() first')
         text, loras = request_loras(request, self.config.lora_dir, self._lora_target)
+        embeddings = self._embeddings.for_texts([text, request.negative_prompt],
+                                                self.config.embeddings_dir)
         with self._gate.goal(), self._lock:
             try:
                 return self._generate_degrading(request, on_progress, cancel,
-                                                preview_every_n_steps, text, loras, started)
+                                                preview_every_n_steps, text,
+                                                (loras, embeddings), started)
             except _Cancelled:
                 raise GenerationCancelled('generation cancelled; no image was decoded') \
                     from None
@@ -366,15 +373,15 @@ class SdxlEngine:
                         'vae_tiling, or memory_mode model_offload') from error
                 raise EngineError(f'generation failed: {error}') from error
 
-    def _generate_degrading(self, request, on_progress, cancel, preview_every, text, loras,
+    def _generate_degrading(self, request, on_progress, cancel, preview_every, text, networks,
                             started):
         """Run `_generate`; if the fast path fails inside it, switch it off and run plainly."""
         accel = self._accel
         if accel is None or not accel.enabled:
-            return self._generate(request, on_progress, cancel, preview_every, text, loras,
+            return self._generate(request, on_progress, cancel, preview_every, text, networks,
                                   started)
         try:
-            return self._generate(request, on_progress, cancel, preview_every, text, loras,
+            return self._generate(request, on_progress, cancel, preview_every, text, networks,
                                   started)
         except (_Cancelled, EngineError, ValueError):
             raise
@@ -383,17 +390,22 @@ class SdxlEngine:
                 raise
             from sdxl_ros.engine.acceleration import switch_off
             switch_off(accel, 'failed during a goal', error)
-            return self._generate(request, on_progress, cancel, preview_every, text, loras,
+            return self._generate(request, on_progress, cancel, preview_every, text, networks,
                                   started)
 
-    def _generate(self, request, on_progress, cancel, preview_every, text, loras, started):
+    def _generate(self, request, on_progress, cancel, preview_every, text, networks, started):
         """Run the body of `generate`, without the error translation."""
         import torch
+        from sdxl_ros.engine.embeddings import matched_names
         from sdxl_ros.engine.lora import fused_mode_needed
         models = self._models
+        loras, embeddings = networks
         self._loras.apply(loras, fused_mode_needed(models.base, self._accel))
         emphasis = request.emphasis or self.config.emphasis
         lora_hashes = [(lora.name, lora.short_hash) for lora, _ in loras]
+        ti_hashes = [(name, embeddings[name].file.short_hash) for name in matched_names(
+            models.base.tokenizer or models.base.tokenizer_2, embeddings,
+            [text, request.negative_prompt])]
         seed = request.seed if request.seed != -1 else random.randrange(
             SEED_LIMIT - request.num_images + 1)
         prepared = prepare_init(request)
@@ -412,7 +424,7 @@ class SdxlEngine:
                                preview_every)
             generator = torch.Generator('cpu').manual_seed(image_seed)
             latents = self._denoise(request, plan, generator, state, switch,
-                                    (init_latents, prepared), text, emphasis)
+                                    (init_latents, prepared), text, emphasis, embeddings)
             state.check_cancel()
             state.report('decoding', plan.total)
             decode_start = time.monotonic()
@@ -426,17 +438,19 @@ class SdxlEngine:
             result.infotexts.append(format_infotext(
                 request, image_seed, models.base_name,
                 models.refiner_name if plan.uses_refiner else '', lora_hashes=lora_hashes,
-                emphasis=emphasis))
+                emphasis=emphasis, ti_hashes=ti_hashes))
         result.elapsed_sec = clock.elapsed()
         return result
 
-    def _denoise(self, request, plan, generator, state, switch, init, text, emphasis):
+    def _denoise(self, request, plan, generator, state, switch, init, text, emphasis,
+                 embeddings=None):
         """
         Run base (and refiner) to latents; stops early when cancelled.
 
         `init` is (init latents, PreparedInit) for img2img/inpainting, else (None, None);
         `switch` is where the base hands over, as a fraction of the whole schedule; `text`
-        is the prompt without its LoRA tags, read with `emphasis`.
+        is the prompt without its LoRA tags, read with `emphasis`; `embeddings` are the
+        textual-inversion embeddings its words name ({name: Embedding}).
         """
         from sdxl_ros.engine.prompts import encode_base, encode_refiner
         from sdxl_ros.engine.schedulers import make_scheduler
@@ -457,7 +471,7 @@ class SdxlEngine:
         base = self._pipeline(kind, 'base')
         base.scheduler = make_scheduler(request.scheduler, self._scheduler_configs['base'])
         base_embeds = encode_base(models.base, text, request.negative_prompt,
-                                  request.guidance_scale, self._device, emphasis)
+                                  request.guidance_scale, self._device, emphasis, embeddings)
         if kind == 'text':
             inputs = {'width': request.width, 'height': request.height}
         else:
@@ -474,7 +488,8 @@ class SdxlEngine:
                                            self._scheduler_configs['refiner'])
         refiner_embeds = encode_refiner(models.base, models.refiner, base_embeds,
                                         text, request.negative_prompt,
-                                        request.guidance_scale, self._device, emphasis)
+                                        request.guidance_scale, self._device, emphasis,
+                                        embeddings)
         return refiner(image=latents, denoising_start=switch,
                        **refiner_embeds.as_kwargs(), **common).images
 

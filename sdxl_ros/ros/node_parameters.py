@@ -137,6 +137,11 @@ PARAMETERS = (
     ParameterSpec('fault_oom_at_step', 0,
                   'Test hook: raise an out-of-memory error at this step of every image '
                   '(0 = off). Reloads the models when changed.', minimum=0, maximum=1000),
+    ParameterSpec('embeddings_dir', '',
+                  'Folder with textual-inversion embeddings (SDXL .safetensors with clip_l and '
+                  'clip_g tensors, at any depth; listed by ~/list_models): a word of the prompt '
+                  'or negative prompt equal to a file name without extension uses it; '
+                  'empty = none.'),
 )
 
 #: Parameters whose change means the models must be loaded again.
@@ -185,6 +190,7 @@ class NodeParameters:
     jpeg_quality: int
     output_dir: str
     fault_oom_at_step: int
+    embeddings_dir: str = ''
 
     @classmethod
     def defaults(cls):
@@ -209,7 +215,7 @@ class NodeParameters:
             dtype=self.dtype, memory_mode=self.memory_mode, vae_tiling=self.vae_tiling,
             fast_path=self.fast_path, acceleration=self.acceleration(), limits=self.limits(),
             fault_oom_at_step=self.fault_oom_at_step, emphasis=self.emphasis,
-            lora_dir=self.lora_dir)
+            lora_dir=self.lora_dir, embeddings_dir=self.embeddings_dir)
 
     def sizes_to_prepare(self):
         """Return prepare_sizes as (width, height) pairs (ValueError names a bad entry)."""
