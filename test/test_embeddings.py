@@ -57,7 +57,8 @@ def test_listing_is_every_file_stem_at_any_depth(folder):
 @pytest.mark.parametrize('text, name, expected', [
     ('a cat, sitting', 'cat', True), ('A CAT', 'cat', True), ('cats', 'cat', False),
     ('cat2', 'cat', True), ('(cat:1.2)', 'cat', True), ('bobcat', 'cat', False),
-    ('my-emb here', 'my-emb', True), ('x--my-emb', 'my-emb', False),
+    ('my-emb here', 'my-emb', True), ('x--my-emb', 'my-emb', True),
+    ('xmy-emb', 'my-emb', False),
 ])
 def test_mentions_follow_clip_word_splitting(text, name, expected):
     assert mentions(text, name) is expected
