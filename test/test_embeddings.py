@@ -12,7 +12,7 @@ import pytest
 from sdxl_ros.engine.embedding_files import (EmbeddingWidths, list_embeddings, mentions,
                                              request_embeddings)
 from sdxl_ros.engine.infotext import parse_infotext
-from sdxl_ros.engine.prompt_chunks import split_chunks, TokenSpec
+from sdxl_ros.engine.prompting.chunks import split_chunks, TokenSpec
 from sdxl_ros.engine.request import RequestError
 import torch
 
@@ -44,7 +44,7 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def engine(folder):
-    """Load a tiny CPU engine (base only) with embeddings_dir set."""
+    """Load a base-only tiny CPU engine with embeddings_dir set."""
     return tiny_engine(refiner_model='', embeddings_dir=str(folder))
 
 

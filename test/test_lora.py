@@ -161,7 +161,7 @@ def test_fused_path_keeps_tensors_and_restores_bit_exactly(engine, lora_dir):
     Same picture as the PEFT path within the tolerance, no weight tensor changes storage
     (what CUDA graphs need), and the original weights come back bit for bit.
     """
-    from sdxl_ros.engine.lora import fused_mode_needed
+    from sdxl_ros.engine.prompting.lora import fused_mode_needed
     plain_engine = engine
     engine = tiny_engine(lora_dir=str(lora_dir))
     base = engine.base_pipeline
@@ -202,7 +202,7 @@ def test_fixture_writes_kohya_sgm_names_derived_from_the_modules(engine):
 
 def test_sgm_layout_equals_diffusers_names_and_every_module_applies(engine, lora_dir):
     """The same tensors in kohya's SGM layout and in diffusers names: the same image."""
-    from sdxl_ros.engine.lora import adapter_modules
+    from sdxl_ros.engine.prompting.lora import adapter_modules
     sgm = engine.generate(tiny_request(prompt='a robot <lora:detail:0.8>')).images[0]
     names = engine.generate(tiny_request(prompt='a robot <lora:detail_diffusers:0.8>'))
     assert np.array_equal(sgm, names.images[0])
@@ -217,7 +217,7 @@ def test_sgm_layout_equals_diffusers_names_and_every_module_applies(engine, lora
 
 def test_locon_convolutions_apply(engine, lora_dir):
     """A LoCon file: every linear and convolution module gets the adapter (103 of 103)."""
-    from sdxl_ros.engine.lora import adapter_modules
+    from sdxl_ros.engine.prompting.lora import adapter_modules
     image = engine.generate(tiny_request(prompt='a robot <lora:locon:0.5>')).images[0]
     (adapter,) = engine.base_pipeline.get_list_adapters()['unet']
     applied = set(adapter_modules(engine.base_pipeline, adapter))
@@ -296,7 +296,7 @@ def test_lycoris_and_dora_refused_at_admission(engine, lora_dir, name, words):
 
 def test_library_errors_are_kept_whole():
     """A multi-line library error becomes one line, all of it (long ones say what is left)."""
-    from sdxl_ros.engine.lora import error_text
+    from sdxl_ros.engine.prompting.lora import error_text
     keys = ', '.join(f'key_{i}' for i in range(5))
     assert error_text(ValueError(f'not renamed: \n\n {keys}\n')) == f'not renamed: {keys}'
     long = error_text(ValueError('x' * 2000), limit=100)

@@ -26,7 +26,7 @@ LOCON_MODULES = 1052
 def test_sgm_lora_and_locon_apply_whole_on_full_size_sdxl(tmp_path):
     """All 986 (LoCon: 1052) modules apply; SGM layout = diffusers names; base restored."""
     from sdxl_ros.engine import EngineConfig, SdxlEngine
-    from sdxl_ros.engine.lora import adapter_modules
+    from sdxl_ros.engine.prompting.lora import adapter_modules
     from sdxl_ros.engine.request import Limits
     engine = SdxlEngine(EngineConfig(base_model='sdxl-random', refiner_model='', device='cpu',
                                      lora_dir=str(tmp_path), limits=Limits(min_side=64)))

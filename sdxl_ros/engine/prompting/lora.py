@@ -22,7 +22,11 @@ import logging
 import os
 import re
 
+from peft.tuners.tuners_utils import BaseTunerLayer
+
 from sdxl_ros.engine.lora_files import LoraError, LoraTarget, name_list
+
+import torch
 
 LOG = logging.getLogger(__name__)
 _COMPONENTS = ('unet', 'text_encoder', 'text_encoder_2')
@@ -185,7 +189,6 @@ class LoraSet:
         self._restore()
         if not wanted:
             return
-        import torch
         names = [name for name, _, _ in wanted]
         with torch.no_grad():
             try:
@@ -203,7 +206,6 @@ class LoraSet:
 
     def _back_up_wrapped(self):
         """Keep a CPU copy of every weight a PEFT layer wraps; return (param, storage) pairs."""
-        from peft.tuners.tuners_utils import BaseTunerLayer
         storages = []
         for component in _COMPONENTS:
             module = getattr(self.base, component, None)
@@ -223,7 +225,6 @@ class LoraSet:
         if not self._backup:
             self._fused = ()
             return
-        import torch
         with torch.no_grad():
             for weight, original in self._backup.values():
                 weight.copy_(original)
@@ -233,7 +234,6 @@ class LoraSet:
 
     def _refresh_fused_qkv(self):
         """Rebuild fused QKV/KV weights from to_q/to_k/to_v, in place."""
-        import torch
         with torch.no_grad():
             for attn in _attention_modules(self.base.unet):
                 if getattr(attn, 'to_qkv', None) is not None:
@@ -256,7 +256,6 @@ def _plain_module_name(component, path):
 
 def adapter_modules(base, name):
     """Yield the module names ('unet.…', 'text_encoder.…') that carry PEFT adapter `name`."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
     for component in _COMPONENTS:
         module = getattr(base, component, None)
         if module is None:
