@@ -155,7 +155,7 @@ def check_kind(name, shapes):
             raise LoraError(
                 f'LoRA {name!r} is {kind} ({len(found)} keys such as {found[0]}): only LoRA and '
                 'LoCon files (lora_down/lora_up or lora_A/lora_B pairs) can be applied; '
-                'diffusers and PEFT cannot load this kind of network from a LoRA file')
+                "diffusers' LoRA loader does not read this kind of network")
     other = sorted(key for key in shapes
                    if not _PAIR_KEY.search(key) and not _EXTRA_KEY.search(key))
     if other:

@@ -14,12 +14,16 @@ the embedding matrices, which the fast path's captured text-encoder graphs read 
 """
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import inspect
 import os
 
+from safetensors.torch import load_file
+
 from sdxl_ros.engine.embedding_files import (check_shapes, EmbeddingError, EmbeddingWidths,
                                              request_embeddings)
+
+import torch
 
 #: Where each pipeline text encoder takes its vectors from in an SDXL embedding file.
 ENCODER_KEYS = {'text_encoder': 'clip_l', 'text_encoder_2': 'clip_g'}
@@ -61,7 +65,6 @@ def embedding_widths(base):
 
 def _weights_only_load():
     """Return torch.load with weights_only=True, or None where this torch lacks it."""
-    import torch
     if 'weights_only' not in inspect.signature(torch.load).parameters:
         return None
     return lambda path: torch.load(path, map_location='cpu', weights_only=True)
@@ -69,9 +72,7 @@ def _weights_only_load():
 
 def read_tensors(name, path):
     """Return {key: tensor} of an embedding file; .pt only through weights-only loading."""
-    import torch
     if not path.lower().endswith('.pt'):
-        from safetensors.torch import load_file
         try:
             return load_file(path, device='cpu')
         except Exception as error:  # noqa: BLE001 - any parse failure
@@ -103,7 +104,6 @@ def load_embedding(file, widths):
     for key in ('clip_l', 'clip_g'):
         tensor = tensors[key].detach().float()
         kept[key] = tensor.reshape(1, -1) if tensor.ndim == 1 else tensor
-    from dataclasses import replace
     return Embedding(replace(file, vectors=vectors), kept)
 
 
@@ -167,8 +167,6 @@ def vectors_at(encoder, fixes):
     `fixes` are (position in the 77 tokens, EmbeddingVector). A forward hook on the
     token-embedding layer replaces those rows of its output (batch of one chunk).
     """
-    import torch
-
     def hook(module, inputs, output):
         output = output.clone()
         for position, vector in fixes:
@@ -192,7 +190,6 @@ def plain_call_kwargs(ids):
     hook; it runs the module's forward for any call with a tensor keyword argument. The
     positions passed are the ones CLIP uses by default (0..n-1), so the result is the same.
     """
-    import torch
     return {'position_ids': torch.arange(ids.shape[-1], device=ids.device).unsqueeze(0)}
 
 
