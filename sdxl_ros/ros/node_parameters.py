@@ -137,6 +137,11 @@ PARAMETERS = (
     ParameterSpec('output_dir', '',
                   'If set, also save every result as PNG with its infotext here; the node '
                   'chooses the file names.'),
+    ParameterSpec('embeddings_dir', '',
+                  'Folder with textual-inversion embeddings (SDXL .safetensors with clip_l and '
+                  'clip_g tensors, at any depth; listed by ~/list_models): a word of the prompt '
+                  'or negative prompt equal to a file name without extension uses it; '
+                  'empty = none.'),
 )
 
 #: Test hooks: declared only when the process runs under the test harness (node_process.py
@@ -174,7 +179,7 @@ class _ParameterValues:
             dtype=self.dtype, memory_mode=self.memory_mode, vae_tiling=self.vae_tiling,
             fast_path=self.fast_path, acceleration=self.acceleration(), limits=self.limits(),
             fault_oom_at_step=self.fault_oom_at_step, emphasis=self.emphasis,
-            lora_dir=self.lora_dir)
+            lora_dir=self.lora_dir, embeddings_dir=self.embeddings_dir)
 
     def sizes_to_prepare(self):
         """Return prepare_sizes as (width, height) pairs (ValueError names a bad entry)."""
