@@ -293,10 +293,14 @@ def choose_servers(node, args):
     watch = ServerWatch(node)
     only = () if args.servers == 'auto' else tuple(
         '/' + name.strip().strip('/') for name in args.servers.split(',') if name.strip())
-    deadline = time.monotonic() + LISTEN_SEC
-    while time.monotonic() < deadline:
+    # Listen long enough to hear every server once; longer (up to --timeout) until one is
+    # heard: discovery of /diagnostics alone can take seconds on a busy host.
+    started = time.monotonic()
+    while True:
+        waited = time.monotonic() - started
+        if waited >= args.timeout or (waited >= LISTEN_SEC and watch.ranked(only)):
+            return watch.ranked(only)
         rclpy.spin_once(node, timeout_sec=0.1)
-    return watch.ranked(only)
 
 
 def generate(args, goal):

@@ -21,7 +21,8 @@ import time
 
 #: Seconds after its last /diagnostics status that a server is taken for gone (3 periods).
 STALE_SEC = 3.5
-#: Seconds to listen to /diagnostics before choosing (every server publishes once a second).
+#: Seconds to listen to /diagnostics before choosing (every server publishes once a second);
+#: the CLI listens longer while it has heard no usable server.
 LISTEN_SEC = 2.5
 #: diagnostic_msgs/DiagnosticStatus.ERROR: a device in this state serves no goal.
 ERROR = 2
