@@ -191,9 +191,11 @@ class SdxlEngine:
                                                    self._device, self._dtype)
         if not accel.enabled or not self.config.acceleration.background_prepare:
             return
+        device = self._device
         self._preparer = BackgroundPreparer(
             accel, self._lock, self._gate, Yielded,
-            lambda error: switch_off(accel, 'preparing failed', error))
+            lambda error: switch_off(accel, 'preparing failed', error),
+            context=(lambda: torch.cuda.device(device)) if device.type == 'cuda' else None)
         accel.on_work = self._preparer.wake
         self._preparer.start()
 
