@@ -19,6 +19,7 @@ from sdxl_ros.engine import tokenizers as toks
 from sdxl_ros.engine.errors import ModelLoadError
 from sdxl_ros.engine.presets import build_component, PRESETS
 from sdxl_ros.engine.resources import model_config_dir
+from sdxl_ros.engine.torch_features import out_of_memory_errors
 
 SINGLE_FILE_SUFFIXES = ('.safetensors', '.ckpt', '.pt', '.pth', '.bin')
 
@@ -363,8 +364,7 @@ def _single_file_pipeline(source, role, device, dtype, tokenizer_dir, share_from
 
 def _is_oom_error(error):
     """Whether torch ran out of memory (the engine turns that into advice on memory modes)."""
-    import torch
-    return isinstance(error, torch.OutOfMemoryError) or 'out of memory' in str(error).lower()
+    return isinstance(error, out_of_memory_errors()) or 'out of memory' in str(error).lower()
 
 
 def _folder_variant(folder):

@@ -27,6 +27,8 @@ from sdxl_ros.engine.progress import Progress, ProgressClock
 from sdxl_ros.engine.request import SEED_LIMIT, validate_request
 from sdxl_ros.engine.result import GenerationResult
 from sdxl_ros.engine.step_plan import img2img_switch, plan_steps
+from sdxl_ros.engine.torch_features import (group_offloading_problem, library_problem,
+                                            out_of_memory_error, out_of_memory_errors)
 
 LOG = logging.getLogger(__name__)
 
@@ -36,8 +38,7 @@ _OOM_MARKERS = ('out of memory', "can't allocate memory", 'not enough memory')
 
 def _is_oom(error):
     """Whether an exception is torch running out of (device or host) memory."""
-    import torch
-    if isinstance(error, torch.OutOfMemoryError):
+    if isinstance(error, out_of_memory_errors()):
         return True
     return isinstance(error, RuntimeError) and any(
         marker in str(error).lower() for marker in _OOM_MARKERS)
@@ -126,6 +127,9 @@ class SdxlEngine:
         if on_progress:
             on_progress(Progress(stage='loading'))
         self.unload()
+        problem = library_problem()
+        if problem:
+            raise ModelLoadError(problem)
         device, dtype = self._resolve_device_dtype()
         self._check_precision(device, dtype)
         try:
@@ -231,6 +235,10 @@ class SdxlEngine:
             base.text_encoder.to(self._device)
             base.text_encoder_2.to(self._device)
             return
+        problem = group_offloading_problem()
+        if problem:
+            raise ModelLoadError(f'memory_mode sequential_offload needs {problem}; use '
+                                 'model_offload or resident')
         from diffusers.hooks import apply_group_offloading
         modules = [base.text_encoder, base.text_encoder_2, base.unet]
         if refiner is not None:
@@ -516,8 +524,7 @@ class _StepState:
         self.clock.step_finished()
         fault = self.engine.config.fault_oom_at_step
         if fault and self.step == fault:
-            import torch
-            raise torch.OutOfMemoryError(
+            raise out_of_memory_error()(
                 'CUDA out of memory. Tried to allocate 2.00 GiB (injected by '
                 'fault_oom_at_step)')
         preview = None
