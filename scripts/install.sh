@@ -81,7 +81,9 @@ if [ "${SDXL_ROS_KIND}" = system ]; then
   torch_id="$("${host_python}" -c 'import importlib.metadata as m
 d = m.distribution("torch"); print(d.version, d.locate_file(""))' 2>/dev/null || echo none)"
   check_cache="${venv_real}/.sdxl_ros_torch_check"
-  if [ "$(head -n1 "${check_cache}" 2>/dev/null)" = "${torch_id} ${machine}" ]; then
+  check_key="${torch_id} ${machine} $(cat "${root}/scripts/torch_check.py" \
+    "${root}/scripts/locks/${SDXL_ROS_PROFILE}"*.txt | sha256sum | cut -c1-16)"
+  if [ "$(head -n1 "${check_cache}" 2>/dev/null)" = "${check_key}" ]; then
     check="$(tail -n +2 "${check_cache}")"
   else
     check="$("${host_python}" "${root}/scripts/torch_check.py" --profile "${SDXL_ROS_PROFILE}" \
@@ -126,15 +128,17 @@ sync_venv() {
   # A ROS-wheel venv is always made anew: the wheels carry nested distributions (rclpy's own
   # metadata inside ros-rclpy, ...) that a lock does not list, and `uv pip sync` over an
   # existing venv deletes them (rclpy is gone). A venv made by another Python goes too.
-  if [ "${SDXL_ROS_KIND}" = wheels ] || { [ -x "${py}" ] && [ "$("${py}" -c \
-      'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" != "${py_version}" ]; }
-  then
+  local from
+  from="$(command -v "${host_python}")"
+  if [ "${SDXL_ROS_KIND}" = wheels ] ||
+     [ "$(cat "${venv_real}/.sdxl_ros_python" 2>/dev/null)" != "${from}" ]; then
     rm -rf "${venv_real}"
   fi
   if [ ! -x "${py}" ]; then
     local flags=()
     [ "${SDXL_ROS_KIND}" = system ] && flags=(--system-site-packages)
     "${host_python}" -m venv "${flags[@]}" "${venv_real}"
+    echo "${from}" >"${venv_real}/.sdxl_ros_python"
   fi
   install_uv
   local site
@@ -162,7 +166,8 @@ print(os.path.dirname(os.path.dirname(torch.__file__)))')"
     "${py}" "${root}/scripts/fix_wheel_cmake_paths.py"
   fi
   # torch, transformers and diffusers import and accept each other (one line where not).
-  PYTHONPATH="${root}" "${py}" -m sdxl_ros.engine.torch_features
+  PYTHONPATH="${root}" "${py}" -c 'import sys
+from sdxl_ros.engine.torch_features import main; sys.exit(main())'
 }
 
 if [ "$(cat "${venv_real}/.sdxl_ros_stamp" 2>/dev/null)" != "${stamp}" ]; then
@@ -176,7 +181,7 @@ if [ "$(cat "${venv_real}/.sdxl_ros_stamp" 2>/dev/null)" != "${stamp}" ]; then
   echo "${stamp}" >"${venv_real}/.sdxl_ros_stamp"
 fi
 if [ "${SDXL_ROS_KIND}" = system ] && [ ! -r "${check_cache}" ]; then
-  printf '%s\n%s\n' "${torch_id} ${machine}" "${check}" >"${check_cache}"
+  printf '%s\n%s\n' "${check_key}" "${check}" >"${check_cache}"
 fi
 [ "${no_ros}" != 1 ] || exit 0
 

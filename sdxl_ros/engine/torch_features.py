@@ -5,8 +5,8 @@ What the installed torch and diffusers can do, found by looking rather than by v
 
 A Jetson runs whatever PyTorch its JetPack has (NVIDIA's 2.3.0a0 up to the newest), with the
 libraries of the lock scripts/install.sh picked for it. Where an API differs between those
-torch versions, the engine asks here. `python -m sdxl_ros.engine.torch_features` prints the
-one-line problem (exit 1) or nothing (exit 0); scripts/install.sh runs it after a sync.
+torch versions, the engine asks here. scripts/install.sh calls `main()` after a sync: it
+prints the one-line problem and returns 1, or returns 0.
 """
 
 import sys
@@ -99,8 +99,9 @@ def _first_line(error):
     return f'{type(error).__name__}: {error}'.splitlines()[0]
 
 
-if __name__ == '__main__':
+def main():
+    """Print why the libraries cannot run on this torch (one line); return the exit code."""
     found = library_problem()
     if found:
         print(f'sdxl_ros: {found}', file=sys.stderr)
-    sys.exit(1 if found else 0)
+    return 1 if found else 0
