@@ -75,7 +75,8 @@ else
 fi
 
 # --- A system torch: checked, and its lock picked, before anything is installed. -----------
-# The check imports torch (seconds); it runs again only when the torch distribution changed.
+# The check imports torch (seconds); it runs again when the torch distribution, the check or
+# the profile's locks changed (a torch replaced after the install gets its own lock).
 torch_site=""
 if [ "${SDXL_ROS_KIND}" = system ]; then
   torch_id="$("${host_python}" -c 'import importlib.metadata as m

@@ -40,7 +40,7 @@ def from_numpy(array):
 
 @pytest.fixture(scope='module')
 def clean_python(tmp_path_factory):
-    """A venv without torch or numpy: the stand-ins below are all it imports."""
+    """Make a venv without torch or numpy: the stand-ins below are all it imports."""
     folder = tmp_path_factory.mktemp('clean-venv')
     venv.create(folder, with_pip=False)
     return str(folder / 'bin' / 'python')
@@ -90,7 +90,7 @@ def test_each_jetpack_torch_gets_the_lock_for_it(clean_python, tmp_path, version
 
 
 def test_the_system_profile_picks_among_its_own_locks(clean_python, tmp_path):
-    """PyPI's torch 2.3.1 on x86_64 (CI) gets the system-torch2.3-2.5 lock."""
+    """Give PyPI's torch 2.3.1 on x86_64 (CI) the system-torch2.3-2.5 lock."""
     done, facts = run_check(clean_python, tmp_path, profile='system', machine='x86_64',
                             version='2.3.1+cu121', cuda='12.1', available=False)
     assert done.returncode == 0, done.stderr
@@ -99,7 +99,7 @@ def test_the_system_profile_picks_among_its_own_locks(clean_python, tmp_path):
 
 
 def _refusal(done):
-    """The one stderr line of a refusal (asserting there is exactly one)."""
+    """Return the one stderr line of a refusal (asserting there is exactly one)."""
     assert done.returncode == 1
     assert done.stdout == ''
     lines = done.stderr.splitlines()
@@ -120,7 +120,7 @@ def test_a_torch_older_than_2_3_is_refused(clean_python, tmp_path):
 
 
 def test_a_cpu_only_torch_on_a_jetson_is_refused(clean_python, tmp_path):
-    """PyPI's aarch64 torch has no CUDA: on a Jetson that is the wrong wheel."""
+    """Refuse PyPI's aarch64 torch (no CUDA): on a Jetson that is the wrong wheel."""
     line = _refusal(run_check(clean_python, tmp_path, version='2.6.0', cuda=None)[0])
     assert 'torch 2.6.0 in ' in line and 'is a CPU-only build' in line
     assert 'v61/pytorch/' in line
@@ -134,7 +134,7 @@ def test_a_cpu_only_torch_elsewhere_is_noted(clean_python, tmp_path):
 
 
 def test_a_torch_that_cannot_use_the_locks_numpy_major_is_refused(clean_python, tmp_path):
-    """numpy 1.26 present (the lock's major) and torch cannot use it: built for numpy 2."""
+    """Refuse a torch that cannot use numpy 1.26 (the lock's major): built for numpy 2."""
     line = _refusal(run_check(clean_python, tmp_path, version='2.8.0', numpy='1.26.4',
                               numpy_broken=True)[0])
     assert 'torch 2.8.0 was built for another numpy major than 1.26.4' in line
@@ -142,7 +142,7 @@ def test_a_torch_that_cannot_use_the_locks_numpy_major_is_refused(clean_python, 
 
 
 def test_a_numpy_1_torch_beside_numpy_2_gets_the_locks_numpy(clean_python, tmp_path):
-    """JetPack's torch (numpy 1) in a Python with numpy 2: the venv's numpy 1.26 serves it."""
+    """Note that the venv's numpy 1.26 serves JetPack's torch where numpy 2 is present."""
     done, facts = run_check(clean_python, tmp_path, version='2.5.0a0+872d972e41.nv24.08',
                             numpy='2.1.0', numpy_broken=True)
     assert done.returncode == 0, done.stderr

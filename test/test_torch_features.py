@@ -15,7 +15,7 @@ def test_out_of_memory_classes_are_the_ones_torch_raises():
     if hasattr(torch, 'OutOfMemoryError'):
         assert torch.OutOfMemoryError in errors
     with pytest.raises(errors):
-        raise out_of_memory_error('CUDA out of memory. Tried to allocate 2.00 GiB')
+        raise out_of_memory_error()('CUDA out of memory. Tried to allocate 2.00 GiB')
     assert issubclass(out_of_memory_error(), RuntimeError)
 
 
