@@ -69,6 +69,14 @@ def library_problem():
     return None
 
 
+def check_libraries():
+    """Raise ModelLoadError with `library_problem()`'s line, if there is one."""
+    problem = library_problem()
+    if problem:
+        from sdxl_ros.engine.errors import ModelLoadError
+        raise ModelLoadError(problem)
+
+
 def group_offloading_problem():
     """Return why diffusers' group offloading (sequential_offload) is missing, or None."""
     try:
