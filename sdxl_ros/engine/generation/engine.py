@@ -34,6 +34,8 @@ from sdxl_ros.engine.progress import Progress
 from sdxl_ros.engine.prompting.embeddings import embedding_widths, EmbeddingSet, matched_names
 from sdxl_ros.engine.prompting.lora import lora_target, LoraSet
 from sdxl_ros.engine.request import SEED_LIMIT, validate_request
+from sdxl_ros.engine.torch_features import (group_offloading_problem, library_problem,
+                                            out_of_memory_errors)
 
 import torch
 
@@ -45,7 +47,7 @@ _OOM_MARKERS = ('out of memory', "can't allocate memory", 'not enough memory')
 
 def _is_oom(error):
     """Whether an exception is torch running out of (device or host) memory."""
-    if isinstance(error, torch.OutOfMemoryError):
+    if isinstance(error, out_of_memory_errors()):
         return True
     return isinstance(error, RuntimeError) and any(
         marker in str(error).lower() for marker in _OOM_MARKERS)
@@ -145,6 +147,9 @@ class SdxlEngine:
         if on_progress:
             on_progress(Progress(stage='loading'))
         self.unload()
+        problem = library_problem()
+        if problem:
+            raise ModelLoadError(problem)
         device, dtype = self._resolve_device_dtype()
         self._check_precision(device, dtype)
         try:
@@ -250,6 +255,10 @@ class SdxlEngine:
         modules = [base.text_encoder, base.text_encoder_2, base.unet]
         if refiner is not None:
             modules.append(refiner.unet)
+        problem = group_offloading_problem()
+        if problem:
+            raise ModelLoadError(f'memory_mode sequential_offload needs {problem}; use '
+                                 'model_offload or resident')
         # Lazy on purpose: diffusers.hooks is newer than some supported diffusers, and only
         # this memory mode needs it.
         from diffusers.hooks import apply_group_offloading

@@ -14,6 +14,7 @@ from typing import Callable, List, Optional, Tuple
 from sdxl_ros.engine.generation.preview import latents_to_rgb
 from sdxl_ros.engine.progress import Progress, ProgressClock
 from sdxl_ros.engine.request import GenerationRequest
+from sdxl_ros.engine.torch_features import out_of_memory_error
 
 import torch
 
@@ -98,7 +99,7 @@ class ImageSteps:
         self.step += 1
         goal.clock.step_finished()
         if goal.fault_oom_at_step and self.step == goal.fault_oom_at_step:
-            raise torch.OutOfMemoryError(
+            raise out_of_memory_error()(
                 'CUDA out of memory. Tried to allocate 2.00 GiB (injected by '
                 'fault_oom_at_step)')
         preview = None
