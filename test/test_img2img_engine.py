@@ -12,7 +12,7 @@ import pytest
 from sdxl_ros.engine import GenerationCancelled
 from sdxl_ros.engine.infotext import needs_init_image, needs_mask, parse_infotext
 from sdxl_ros.engine.request import RequestError, size_for_init_image, validate_request
-from sdxl_ros.engine.step_plan import img2img_switch, plan_steps
+from sdxl_ros.engine.step_plan import img2img_strength, img2img_switch, plan_steps
 
 
 @pytest.fixture(scope='module')
@@ -182,7 +182,6 @@ def test_size_zero_takes_the_init_image_size():
     ({'denoising_strength': 0.0}, ['denoising_strength 0', '(0, 1]']),
     ({'denoising_strength': 1.5}, ['denoising_strength 1.5', '(0, 1]']),
     ({'denoising_strength': float('nan')}, ['denoising_strength', 'finite']),
-    ({'steps': 3, 'denoising_strength': 0.3}, ['int(steps * strength) = 0']),
     ({'resize_mode': 'stretch'}, ["'stretch'", 'crop and resize']),
     ({'mask_image': box_mask(32, 64)}, ['mask_image is 64x32', 'init image is 64x64']),
     ({'mask_image': np.zeros((64, 64), np.uint8)}, ['no white pixel']),
@@ -217,3 +216,23 @@ def test_infotext_round_trip_and_what_it_needs(engine):
     assert needs_init_image(text) and needs_mask(text)
     plain = engine.generate(tiny_request(steps=2)).infotexts[0]
     assert not needs_init_image(plain) and 'Denoising strength' not in plain
+
+
+@pytest.mark.parametrize('steps, strength, runs', [
+    (10, 0.6, 7),     # A1111: int(0.6 x 10) + 1; diffusers would run 6
+    (10, 0.5, 6),
+    (3, 0.3, 1),      # diffusers would run none
+    (20, 1.0, 20),
+    (20, 0.9999, 20),  # min(strength, 0.999): int(19.98) + 1
+])
+def test_a1111_img2img_step_count(steps, strength, runs):
+    assert int(steps * img2img_strength(strength, steps)) == runs
+    assert img2img_strength(strength, steps, a1111_count=False) == strength
+
+
+def test_a1111_img2img_step_count_for_every_setting():
+    for steps in range(1, 151):
+        for percent in range(1, 101):
+            strength = percent / 100
+            expected = int(min(strength, 0.999) * steps) + 1
+            assert int(steps * img2img_strength(strength, steps)) == expected, (steps, strength)
