@@ -95,6 +95,12 @@ class EngineConfig:
     empty = no LoRAs.
     fault_oom_at_step: test hook; at this 1-based step of every image the engine raises an
     out-of-memory error as torch would (0 = off).
+    pad_cond_uncond: A1111's "Pad prompt/negative prompt" option (off there by default): pad
+    the shorter of prompt and negative prompt with empty chunks; off runs each at its own
+    length (two UNet passes per step when their chunk counts differ).
+    prompt_comments: strip `#` comments from prompts (A1111's "Enable comments", on there).
+    a1111_img2img_steps: img2img runs int(min(strength, 0.999) x steps) + 1 steps as A1111's
+    k-diffusion samplers do; false keeps diffusers' int(steps x strength).
     """
 
     base_model: str = 'tiny'
@@ -111,6 +117,9 @@ class EngineConfig:
     lora_dir: str = ''
     limits: Limits = field(default_factory=Limits)
     fault_oom_at_step: int = 0
+    pad_cond_uncond: bool = False
+    prompt_comments: bool = True
+    a1111_img2img_steps: bool = True
 
     def __post_init__(self):
         """Refuse unknown choices early, with the allowed values."""

@@ -210,3 +210,21 @@ def is_break(piece):
 def literal(text):
     """Return the `emphasis none` parse: the whole text at weight 1, brackets as text."""
     return [(text, 1.0)]
+
+
+def read_prompts(prompt, negative, comments=True):
+    """
+    Return (prompt text, negative text, [warning, ...]) as the text encoders will see them.
+
+    Comments are stripped (`comments`), then every extra-network tag removed; each tag that
+    is not applied is named in a warning (LoRA tags in the negative prompt are refused at
+    validation, so none is applied from there).
+    """
+    warnings = []
+    texts = []
+    for field, text in (('prompt', prompt), ('negative_prompt', negative)):
+        text, networks = extract_networks(strip_comments(text) if comments else text, field)
+        warnings += [f'{field}: ignored {tag} (removed from the text; only <lora:...> and '
+                     '<lyco:...> tags apply, case-sensitive)' for tag in networks.ignored]
+        texts.append(text)
+    return texts[0], texts[1], warnings

@@ -24,9 +24,10 @@ from sdxl_ros.engine.memory import (activation_bytes, cuda_memory, host_memory, 
 from sdxl_ros.engine.preparation import GoalGate
 from sdxl_ros.engine.preview import latents_to_rgb
 from sdxl_ros.engine.progress import Progress, ProgressClock
-from sdxl_ros.engine.request import SEED_LIMIT, validate_request
+from sdxl_ros.engine.prompt_parser import read_prompts
+from sdxl_ros.engine.request import RequestError, SEED_LIMIT, validate_request
 from sdxl_ros.engine.result import GenerationResult
-from sdxl_ros.engine.step_plan import img2img_switch, plan_steps
+from sdxl_ros.engine.step_plan import img2img_strength, img2img_switch, plan_steps
 
 LOG = logging.getLogger(__name__)
 
@@ -347,7 +348,9 @@ class SdxlEngine:
         request = validate_request(request, self.config.limits)
         if self._models is None:
             raise EngineError('models are not loaded: call load() first')
-        text, loras = request_loras(request, self.config.lora_dir, self._lora_target)
+        _, loras = request_loras(request, self.config.lora_dir, self._lora_target,
+                                 comments=self.config.prompt_comments)
+        text = read_prompts(request.prompt, request.negative_prompt, self.config.prompt_comments)
         with self._gate.goal(), self._lock:
             try:
                 return self._generate_degrading(request, on_progress, cancel,
@@ -397,12 +400,12 @@ class SdxlEngine:
         seed = request.seed if request.seed != -1 else random.randrange(
             SEED_LIMIT - request.num_images + 1)
         prepared = prepare_init(request)
-        strength = request.denoising_strength if prepared is not None else 1.0
+        strength = _img2img_strength(request, prepared, self.config.a1111_img2img_steps)
         switch = img2img_switch(strength, request.refiner_switch)
         plan = plan_steps(request.scheduler, self._scheduler_configs['base'], request.steps,
                           switch, models.refiner is not None, strength)
         clock = ProgressClock(plan.total, request.num_images, started)
-        result = GenerationResult()
+        result = GenerationResult(warnings=list(text[2]))
         init_latents = None
         if prepared is not None:
             init_latents = encode_image(models.base.vae, prepared.init, self._dtype)
@@ -411,7 +414,7 @@ class SdxlEngine:
             state = _StepState(self, request, plan, clock, index, on_progress, cancel,
                                preview_every)
             generator = torch.Generator('cpu').manual_seed(image_seed)
-            latents = self._denoise(request, plan, generator, state, switch,
+            latents = self._denoise(request, plan, generator, state, (switch, strength),
                                     (init_latents, prepared), text, emphasis)
             state.check_cancel()
             state.report('decoding', plan.total)
@@ -426,20 +429,22 @@ class SdxlEngine:
             result.infotexts.append(format_infotext(
                 request, image_seed, models.base_name,
                 models.refiner_name if plan.uses_refiner else '', lora_hashes=lora_hashes,
-                emphasis=emphasis))
+                emphasis=emphasis, pad_conds=state.padded_conds_used))
         result.elapsed_sec = clock.elapsed()
         return result
 
-    def _denoise(self, request, plan, generator, state, switch, init, text, emphasis):
+    def _denoise(self, request, plan, generator, state, cut, init, text, emphasis):
         """
         Run base (and refiner) to latents; stops early when cancelled.
 
         `init` is (init latents, PreparedInit) for img2img/inpainting, else (None, None);
-        `switch` is where the base hands over, as a fraction of the whole schedule; `text`
-        is the prompt without its LoRA tags, read with `emphasis`.
+        `cut` is (switch, strength): where the base hands over, as a fraction of the whole
+        schedule, and the img2img strength handed to diffusers; `text` is (prompt, negative,
+        warnings) as the encoders read them (no comments, no tags), read with `emphasis`.
         """
-        from sdxl_ros.engine.prompts import encode_base, encode_refiner
+        from sdxl_ros.engine.prompt_schedule import plan_prompts, schedule_length
         from sdxl_ros.engine.schedulers import make_scheduler
+        switch, strength = cut
         models = self._models
         init_latents, prepared = init
         kind = 'text' if prepared is None else ('img2img' if prepared.mask is None
@@ -456,14 +461,17 @@ class SdxlEngine:
         self._enter_stage('base')
         base = self._pipeline(kind, 'base')
         base.scheduler = make_scheduler(request.scheduler, self._scheduler_configs['base'])
-        base_embeds = encode_base(models.base, text, request.negative_prompt,
-                                  request.guidance_scale, self._device, emphasis)
+        prompts = plan_prompts(text[0], text[1],
+                               schedule_length(request.steps, base.scheduler.order))
+        base_embeds, guidance, shared = self._stage_prompts(
+            'base', prompts, request, emphasis, state, None)
         if kind == 'text':
             inputs = {'width': request.width, 'height': request.height}
         else:
-            inputs = {'image': init_latents, 'strength': request.denoising_strength}
-        latents = base(denoising_end=switch if plan.uses_refiner else None,
-                       **inputs, **base_embeds.as_kwargs(), **common).images
+            inputs = {'image': init_latents, 'strength': strength}
+        with _guiding(guidance, base.unet):
+            latents = base(denoising_end=switch if plan.uses_refiner else None,
+                           **inputs, **base_embeds, **common).images
         if not plan.uses_refiner:
             return latents
         state.check_cancel()
@@ -472,11 +480,71 @@ class SdxlEngine:
         refiner = self._pipeline(kind, 'refiner')
         refiner.scheduler = make_scheduler(request.scheduler,
                                            self._scheduler_configs['refiner'])
-        refiner_embeds = encode_refiner(models.base, models.refiner, base_embeds,
-                                        text, request.negative_prompt,
-                                        request.guidance_scale, self._device, emphasis)
-        return refiner(image=latents, denoising_start=switch,
-                       **refiner_embeds.as_kwargs(), **common).images
+        refiner_embeds, guidance, _ = self._stage_prompts(
+            'refiner', prompts, request, emphasis, state, shared)
+        with _guiding(guidance, refiner.unet):
+            return refiner(image=latents, denoising_start=switch,
+                           **refiner_embeds, **common).images
+
+    def _stage_prompts(self, role, prompts, request, emphasis, state, shared):
+        """
+        Return (pipeline prompt kwargs, StageGuidance or None, what the refiner reuses).
+
+        A fixed prompt/negative pair of equal length (or padded: pad_cond_uncond) runs as
+        diffusers runs it, bit for bit as before; schedules, AND and unequal lengths run
+        through a StageGuidance (engine/prompt_guidance.py) around the stage's UNet.
+        """
+        from sdxl_ros.engine import prompt_guidance as pg
+        from sdxl_ros.engine.prompts import encode_base, encode_refiner, uses_guidance
+        models, device = self._models, self._device
+        pipeline = models.base if role == 'base' else models.refiner
+        guided = uses_guidance(pipeline, request.guidance_scale)
+        text, negative = prompts.parts[0][1][0][1], prompts.negative[0][1]
+        zero = not negative and pipeline.config.force_zeros_for_empty_prompt
+        same_length = (not guided or zero or pg.chunk_count(pipeline, text, emphasis)
+                       == pg.chunk_count(pipeline, negative, emphasis))
+        if prompts.static and prompts.plain and (same_length or self.config.pad_cond_uncond) \
+                and not isinstance(shared, tuple):
+            state.padded_conds |= guided and not same_length
+            if role == 'base':
+                embeds = encode_base(models.base, text, negative, request.guidance_scale,
+                                     device, emphasis)
+            else:
+                embeds = encode_refiner(models.base, models.refiner, shared, text, negative,
+                                        request.guidance_scale, device, emphasis)
+            return embeds.as_kwargs(), None, embeds
+        encoded = pg.encode_stage(models.base, pipeline, prompts, emphasis, device, zero,
+                                  shared if isinstance(shared, tuple) else None)
+        empty = pg.encode_empty_chunk(pipeline, device) if self.config.pad_cond_uncond else None
+        guidance = pg.StageGuidance(prompts, encoded[0], encoded[1], lambda: state.step,
+                                    guided, empty)
+        parts, _ = guidance.conditioning(state.step)
+        first = parts[0][0]
+        kwargs = {'prompt_embeds': first.embeds, 'pooled_prompt_embeds': first.pooled}
+        if guided:  # shapes for the pipeline's own batching; the guidance supplies the values
+            kwargs.update(negative_prompt_embeds=first.embeds,
+                          negative_pooled_prompt_embeds=first.pooled)
+        state.guidances.append(guidance)
+        return kwargs, guidance, encoded + (zero,)
+
+
+def _img2img_strength(request, prepared, a1111_count):
+    """Return the strength handed to diffusers (1.0 without an init image); refuse 0 steps."""
+    if prepared is None:
+        return 1.0
+    strength = img2img_strength(request.denoising_strength, request.steps, a1111_count)
+    if int(request.steps * strength) < 1:
+        raise RequestError(
+            f'steps {request.steps} x denoising_strength {request.denoising_strength} leaves '
+            'no step to run with diffusers\' count (int(steps * strength) = 0): raise steps '
+            'or denoising_strength, or set a1111_img2img_steps')
+    return strength
+
+
+def _guiding(guidance, unet):
+    """Return the context that routes `unet` through `guidance` (a no-op for None)."""
+    import contextlib
+    return guidance.installed(unet) if guidance is not None else contextlib.nullcontext()
 
 
 class _StepState:
@@ -494,6 +562,13 @@ class _StepState:
         self.preview_every = preview_every
         self.stage = 'base'
         self.step = 0
+        self.guidances = []  # StageGuidance of each stage that needed one
+        self.padded_conds = False
+
+    @property
+    def padded_conds_used(self):
+        """Whether pad_cond_uncond padded a prompt or negative (A1111's `Pad conds`)."""
+        return self.padded_conds or any(g.padded for g in self.guidances)
 
     def check_cancel(self):
         """Raise _Cancelled if the caller set the cancel flag."""
