@@ -2,7 +2,7 @@
 # Licensed under the Apache License, Version 2.0
 """Engine configuration: which models, where, on what device, and how to use memory."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Tuple, Union
 
 from sdxl_ros.engine.request import EMPHASIS_MODES, Limits
@@ -129,3 +129,13 @@ class EngineConfig:
                                      ('emphasis', self.emphasis, EMPHASIS_MODES)):
             if value not in allowed:
                 raise ValueError(f'{name} {value!r} is not one of: ' + ', '.join(allowed))
+
+
+def load_key(config):
+    """Return the part of an EngineConfig that fixes the loaded models (limits etc. do not)."""
+    return replace(config, limits=Limits(), emphasis='original', lora_dir='')
+
+
+def needs_reload(old, new):
+    """Whether going from EngineConfig `old` to `new` means loading the models again."""
+    return load_key(old) != load_key(new)
