@@ -43,24 +43,24 @@ def collect(engine, request, **kwargs):
 
 
 @pytest.mark.parametrize('steps, strength, switch, base, refiner', [
-    (10, 0.5, 0.8, 4, 1),      # 5 steps run; the refiner takes the last 20% of them
-    (20, 0.75, 0.8, 12, 3),
+    (10, 0.5, 0.8, 4, 2),      # A1111's 6 steps run; the refiner takes the last ones
+    (20, 0.75, 0.8, 12, 4),    # 16 = int(0.75 x 20) + 1
     (10, 1.0, 0.8, 8, 2),      # strength 1: the whole schedule, as text-to-image
-    (12, 0.3, 1.0, 3, 0),      # base only
+    (12, 0.3, 1.0, 4, 0),      # base only; int(3.6) + 1
 ])
-def test_steps_run_are_int_steps_times_strength(engine, steps, strength, switch, base,
-                                                refiner):
+def test_steps_run_are_a1111s_img2img_count(engine, steps, strength, switch, base, refiner):
     request = tiny_request(init_image=picture(), steps=steps, denoising_strength=strength,
                            refiner_switch=switch)
     _, events = collect(engine, request)
     base_steps = [e.step for e in events if e.stage == 'base']
     refiner_steps = [e.step for e in events if e.stage == 'refiner']
-    assert len(base_steps) + len(refiner_steps) == int(steps * strength)
+    assert len(base_steps) + len(refiner_steps) == min(steps, int(steps * strength) + 1)
     assert (len(base_steps), len(refiner_steps)) == (base, refiner)
     assert base_steps + refiner_steps == list(range(1, base + refiner + 1))
     assert all(e.total_steps == base + refiner for e in events)
+    given = img2img_strength(strength, steps)
     plan = plan_steps('Euler', engine._scheduler_configs['base'], steps,
-                      img2img_switch(strength, switch), True, strength)
+                      img2img_switch(given, switch), True, given)
     assert (plan.base_steps, plan.refiner_steps) == (base, refiner)
     assert events[-1].stage == 'decoding'
 

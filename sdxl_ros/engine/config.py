@@ -133,7 +133,8 @@ class EngineConfig:
 
 def load_key(config):
     """Return the part of an EngineConfig that fixes the loaded models (limits etc. do not)."""
-    return replace(config, limits=Limits(), emphasis='original', lora_dir='')
+    return replace(config, limits=Limits(), emphasis='original', lora_dir='',
+                   pad_cond_uncond=False, prompt_comments=True, a1111_img2img_steps=True)
 
 
 def needs_reload(old, new):

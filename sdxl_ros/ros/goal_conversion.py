@@ -107,7 +107,8 @@ def admit_goal(goal, params, lora_target):
     topic = init_topic(goal)
     frame = stand_in_frame(goal, params) if topic else None
     request = validate_request(goal_to_request(goal, params, frame), params.limits())
-    request_loras(request, params.lora_dir, lora_target, with_hash=False)
+    request_loras(request, params.lora_dir, lora_target, with_hash=False,
+                  comments=params.prompt_comments)
     return request, topic
 
 
