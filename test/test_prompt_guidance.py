@@ -144,7 +144,7 @@ def _call_through(guidance, unet, x, t, time_ids):
 
 @torch.no_grad()
 def test_and_combines_as_a1111(engine):
-    """uncond + sum_i w_i (cond_i - uncond): the pipeline's CFG then scales it by cfg."""
+    """AND gives uncond + sum_i w_i (cond_i - uncond); the pipeline's CFG scales it by cfg."""
     base = engine.base_pipeline
     guidance, positive, negative = _guidance(base, 'a cat AND a dog :0.5', 'fog')
     x, t, ids = _unet_inputs(base)
@@ -214,3 +214,56 @@ def test_img2img_runs_a1111s_step_count(engine):
     engine.generate(replace(request, steps=3, denoising_strength=0.3),
                     on_progress=events.append)
     assert max(e.step for e in events if e.stage == 'base') == 1  # diffusers would run none
+
+
+class _Replay:
+    """Stands in for a captured CUDA graph on the CPU: recomputes from the static buffers."""
+
+    def __init__(self, graphed, static_in, static_out):
+        self.graphed, self.static_in, self.static_out = graphed, static_in, static_out
+
+    def replay(self):
+        self.static_out.copy_(self.graphed._run(self.static_in))
+
+
+@torch.no_grad()
+def test_graphed_unet_takes_scheduled_embeddings_as_inputs(engine, monkeypatch):
+    """
+    A scheduled text keeps the fast path: each step's embeddings are a graph's inputs.
+
+    A graph is replayed with each step's embeddings copied into its static inputs, not ones
+    captured with it.
+
+    On a CPU no signature is graphable (CUDA tensors only) and nothing can be captured, so
+    the graph is a stand-in that recomputes from the static buffers the wrapper fills.
+    """
+    from sdxl_ros.engine.acceleration import GraphedUNet
+    base = engine.base_pipeline
+    x, t, ids = _unet_inputs(base)
+    step = [0]
+    plan = plan_prompts('[cat:dog:1]', 'fog', STEPS)
+    device = torch.device('cpu')
+    positive, negative = encode_stage(base, base, plan, 'original', device, False)
+    guidance = StageGuidance(plan, positive, negative, lambda: step[0], True)
+    graphed = GraphedUNet(base.unet)
+    static_in = (x.clone(), t.clone(), torch.zeros_like(positive['cat'].embeds.repeat(2, 1, 1)),
+                 torch.zeros_like(positive['cat'].pooled.repeat(2, 1)), ids.clone())
+    static_out = torch.zeros_like(x)
+    graphed.graphs['key'] = (_Replay(graphed, static_in, static_out), static_in, static_out)
+    monkeypatch.setattr(GraphedUNet, 'signature_of', staticmethod(lambda *args: 'key'))
+    graphed.install()
+    try:
+        outs = []
+        for index in (0, 2):  # step 0 conditions on `cat`, step 2 on `dog`
+            step[0] = index
+            outs.append(_call_through(guidance, base.unet, x, t, ids))
+    finally:
+        graphed.uninstall()
+    assert graphed.replays == 2 and graphed.fallbacks == 0
+    for out, text in zip(outs, ('cat', 'dog')):
+        expected = base.unet(x, t, encoder_hidden_states=torch.cat(
+            [negative['fog'].embeds, positive[text].embeds]), added_cond_kwargs={
+            'text_embeds': torch.cat([negative['fog'].pooled, positive[text].pooled]),
+            'time_ids': ids}, return_dict=False)[0]
+        assert torch.equal(out, expected), text
+    assert not torch.equal(outs[0], outs[1])

@@ -445,7 +445,6 @@ class SdxlEngine:
         from sdxl_ros.engine.prompt_schedule import plan_prompts, schedule_length
         from sdxl_ros.engine.schedulers import make_scheduler
         switch, strength = cut
-        models = self._models
         init_latents, prepared = init
         kind = 'text' if prepared is None else ('img2img' if prepared.mask is None
                                                 else 'inpaint')
@@ -536,7 +535,7 @@ def _img2img_strength(request, prepared, a1111_count):
     if int(request.steps * strength) < 1:
         raise RequestError(
             f'steps {request.steps} x denoising_strength {request.denoising_strength} leaves '
-            'no step to run with diffusers\' count (int(steps * strength) = 0): raise steps '
+            "no step to run with diffusers' count (int(steps * strength) = 0): raise steps "
             'or denoising_strength, or set a1111_img2img_steps')
     return strength
 
