@@ -12,10 +12,11 @@ from engine_fixtures import tiny_engine, tiny_request
 import numpy as np
 import pytest
 
+from sdxl_ros.engine.fast_path.graphs import GraphedUNet
 from sdxl_ros.engine.infotext import parse_infotext
-from sdxl_ros.engine.prompt_guidance import (encode_empty_chunk, encode_stage, encode_texts,
-                                             StageGuidance)
 from sdxl_ros.engine.prompt_schedule import plan_prompts
+from sdxl_ros.engine.prompting.guidance import (encode_empty_chunk, encode_stage, encode_texts,
+                                                StageGuidance)
 from sdxl_ros.engine.request import validate_request
 from sdxl_ros.engine.step_plan import img2img_strength
 import torch
@@ -237,7 +238,6 @@ def test_graphed_unet_takes_scheduled_embeddings_as_inputs(engine, monkeypatch):
     On a CPU no signature is graphable (CUDA tensors only) and nothing can be captured, so
     the graph is a stand-in that recomputes from the static buffers the wrapper fills.
     """
-    from sdxl_ros.engine.acceleration import GraphedUNet
     base = engine.base_pipeline
     x, t, ids = _unet_inputs(base)
     step = [0]

@@ -4,11 +4,10 @@
 
 import pytest
 
-from sdxl_ros.engine.prompt_chunks import Chunk, split_chunks, TokenSpec
-from sdxl_ros.engine.prompt_chunks import tokenize_segments
 from sdxl_ros.engine.prompt_parser import (BREAK, extract_loras, extract_networks, is_break,
                                            LoraTag, merge_loras, parse_emphasis,
                                            PromptSyntaxError, strip_comments)
+from sdxl_ros.engine.prompting.chunks import Chunk, split_chunks, tokenize_segments, TokenSpec
 
 W = 1.1
 

@@ -88,7 +88,7 @@ class EngineConfig:
     against `model_dir`. An empty refiner_model means base only.
     tokenizer_dir: a folder holding CLIP tokenizer files (vocab.json + merges.txt, or
     `tokenizer/` and `tokenizer_2/` subfolders) for single-file checkpoints.
-    fast_path: the GPU fast path (engine/acceleration.py), tuned by `acceleration`.
+    fast_path: the GPU fast path (engine/fast_path/accelerator.py), tuned by `acceleration`.
     emphasis: how `(word:1.2)` / `[word]` / BREAK are read: `original` (A1111's default
     emphasis) or `none` (literal text); a request may override it.
     lora_dir: folder with the LoRA files `<lora:NAME:WEIGHT>` tags name (NAME.safetensors);

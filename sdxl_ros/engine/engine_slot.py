@@ -20,7 +20,8 @@ import time
 
 from sdxl_ros.engine.config import needs_reload
 from sdxl_ros.engine.errors import ModelLoadError
-from sdxl_ros.engine.sdxl_engine import SdxlEngine
+from sdxl_ros.engine.model_files import (pick_single_file_config, read_checkpoint_shapes,
+                                         resolve_source)
 
 #: Why `engine()` refuses between `unload()` and the next `load()`.
 NOT_SERVING = 'the models are unloaded (the node is not active)'
@@ -33,8 +34,6 @@ def check_model_files(config):
     Finds each model and reads the header of single-file checkpoints (shapes only), so a
     missing, truncated, damaged or wrong-architecture file is reported in milliseconds.
     """
-    from sdxl_ros.engine.loading import (pick_single_file_config, read_checkpoint_shapes,
-                                         resolve_source)
     for role, name in (('base', config.base_model), ('refiner', config.refiner_model)):
         if not name:
             continue
@@ -48,11 +47,22 @@ def check_model_files(config):
     return ''
 
 
+def _sdxl_engine_class():
+    """
+    Return SdxlEngine, importing the torch side on first use.
+
+    The one door from the torch-free top level to the torch rooms: the node imports this
+    module and builds its slot without torch; torch loads with the first model load.
+    """
+    from sdxl_ros.engine.generation.engine import SdxlEngine
+    return SdxlEngine
+
+
 class EngineSlot:
     """Holds at most one SdxlEngine; thread-safe; `log` has info() and error() (or is None)."""
 
-    def __init__(self, log=None, engine_class=SdxlEngine):
-        """Start empty: nothing configured, nothing loaded."""
+    def __init__(self, log=None, engine_class=None):
+        """Start empty: nothing configured, nothing loaded (engine_class: SdxlEngine)."""
         self._log = log
         self._engine_class = engine_class
         self._wanted_lock = threading.Lock()
@@ -167,7 +177,7 @@ class EngineSlot:
         names = f'base {config.base_model!r}, refiner {config.refiner_model!r}'
         self._info(f'loading models: {names}')
         started = time.monotonic()
-        engine = self._engine_class(replace(config))
+        engine = (self._engine_class or _sdxl_engine_class())(replace(config))
         try:
             engine.load()
         except ModelLoadError as error:

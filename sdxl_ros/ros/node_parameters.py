@@ -247,7 +247,7 @@ def check_parameters(params, check_models=True):
 def _model_problems(params):
     """Problems finding the configured base and refiner models."""
     from sdxl_ros.engine.errors import ModelLoadError
-    from sdxl_ros.engine.loading import resolve_source
+    from sdxl_ros.engine.model_files import resolve_source
     problems = []
     for role, name in (('base', params.base_model), ('refiner', params.refiner_model)):
         if role == 'base' and not name:

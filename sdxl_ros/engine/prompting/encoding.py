@@ -24,9 +24,11 @@ from dataclasses import dataclass
 import functools
 from typing import Optional
 
-from sdxl_ros.engine.prompt_chunks import chunk_prompt, CHUNK_TOKENS, empty_chunk, TokenSpec
 from sdxl_ros.engine.prompt_parser import literal, parse_emphasis
+from sdxl_ros.engine.prompting.chunks import chunk_prompt, CHUNK_TOKENS, empty_chunk, TokenSpec
 from sdxl_ros.engine.request import EMPHASIS_MODES
+
+import torch
 
 
 @dataclass
@@ -58,11 +60,10 @@ def shares_text_encoder(base, refiner):
             and refiner.tokenizer_2 is base.tokenizer_2)
 
 
-def _without_gradients(function):
+def without_gradients(function):
     """Run `function` under torch.no_grad(), as the pipelines' own `__call__` does."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        import torch
         with torch.no_grad():
             return function(*args, **kwargs)
     return wrapper
@@ -75,7 +76,7 @@ def prompt_pieces(text, emphasis='original'):
     return parse_emphasis(text) if emphasis == 'original' else literal(text)
 
 
-def _encoders(pipeline):
+def encoders(pipeline):
     """Return the (tokenizer, text encoder) pairs of a pipeline, in embedding order."""
     pairs = ((pipeline.tokenizer, pipeline.text_encoder),
              (pipeline.tokenizer_2, pipeline.text_encoder_2))
@@ -93,13 +94,13 @@ def _tokenizer_function(tokenizer):
 def prompt_chunks(pipeline, pieces):
     """Return, per text encoder of `pipeline`, the chunks of the parsed prompt `pieces`."""
     return [chunk_prompt(pieces, _tokenizer_function(tok), TokenSpec.of(tok))
-            for tok, _ in _encoders(pipeline)]
+            for tok, _ in encoders(pipeline)]
 
 
-def _pad_chunks(per_encoder, pipeline, count):
+def pad_chunks(per_encoder, pipeline, count):
     """Pad every encoder's chunk list to `count` chunks with empty chunks."""
     padded = []
-    for chunks, (tok, _) in zip(per_encoder, _encoders(pipeline)):
+    for chunks, (tok, _) in zip(per_encoder, encoders(pipeline)):
         extra = [empty_chunk(TokenSpec.of(tok)) for _ in range(count - len(chunks))]
         padded.append(list(chunks) + extra)
     return padded
@@ -114,18 +115,16 @@ def weighted(hidden, weights):
     """
     if all(w == 1.0 for w in weights):
         return hidden
-    import torch
     scale = torch.tensor(weights, dtype=hidden.dtype, device=hidden.device)
     original_mean = hidden.mean()
     hidden = hidden * scale.reshape(1, -1, 1)
     return hidden * (original_mean / hidden.mean())
 
 
-def _encode_chunks(pipeline, per_encoder, device):
+def encode_chunks(pipeline, per_encoder, device):
     """Encode chunk lists (one per encoder); return (sequence embeddings, pooled)."""
-    import torch
     parts, pooled = [], None
-    for chunks, (_, encoder) in zip(per_encoder, _encoders(pipeline)):
+    for chunks, (_, encoder) in zip(per_encoder, encoders(pipeline)):
         states, seen = [], {}
         for index, chunk in enumerate(chunks):
             key = (tuple(chunk.tokens), tuple(chunk.weights))
@@ -145,13 +144,13 @@ def _encode_chunks(pipeline, per_encoder, device):
     return embeds, pooled
 
 
-def _embeds_dtype(pipeline):
+def embeds_dtype(pipeline):
     """Return the dtype diffusers casts prompt embeddings to (text_encoder_2's, or the UNet's)."""
     encoder = pipeline.text_encoder_2
     return encoder.dtype if encoder is not None else pipeline.unet.dtype
 
 
-@_without_gradients
+@without_gradients
 def encode_pipeline(pipeline, pieces, negative_pieces, guided, zero_negative, device):
     """
     Encode parsed prompts for one pipeline; returns PromptEmbeddings.
@@ -164,18 +163,17 @@ def encode_pipeline(pipeline, pieces, negative_pieces, guided, zero_negative, de
     negative = (prompt_chunks(pipeline, negative_pieces)
                 if guided and not zero_negative else [])
     count = max(len(c) for c in positive + negative)
-    embeds, pooled = _encode_chunks(pipeline, _pad_chunks(positive, pipeline, count), device)
-    dtype = _embeds_dtype(pipeline)
+    embeds, pooled = encode_chunks(pipeline, pad_chunks(positive, pipeline, count), device)
+    dtype = embeds_dtype(pipeline)
     result = PromptEmbeddings(embeds.to(dtype=dtype, device=device), pooled)
     if not guided:
         return result
     if zero_negative:
-        import torch
         result.negative_prompt_embeds = torch.zeros_like(embeds).to(dtype=dtype, device=device)
         result.negative_pooled_prompt_embeds = torch.zeros_like(pooled)
         return result
-    negative_embeds, negative_pooled = _encode_chunks(
-        pipeline, _pad_chunks(negative, pipeline, count), device)
+    negative_embeds, negative_pooled = encode_chunks(
+        pipeline, pad_chunks(negative, pipeline, count), device)
     result.negative_prompt_embeds = negative_embeds.to(dtype=dtype, device=device)
     result.negative_pooled_prompt_embeds = negative_pooled
     return result
@@ -216,10 +214,10 @@ def encode_refiner(base, refiner, base_embeds, prompt, negative_prompt, guidance
     # per chunk, padded to the positive's chunk count.
     count = embeds.prompt_embeds.shape[1] // (CHUNK_TOKENS + 2)
     negative = prompt_chunks(refiner, prompt_pieces(negative_prompt, emphasis))
-    negative_embeds, negative_pooled = _without_gradients(_encode_chunks)(
-        refiner, _pad_chunks(negative, refiner, max([count] + [len(c) for c in negative])),
+    negative_embeds, negative_pooled = without_gradients(encode_chunks)(
+        refiner, pad_chunks(negative, refiner, max([count] + [len(c) for c in negative])),
         device)
-    embeds.negative_prompt_embeds = negative_embeds.to(dtype=_embeds_dtype(refiner),
+    embeds.negative_prompt_embeds = negative_embeds.to(dtype=embeds_dtype(refiner),
                                                        device=device)
     embeds.negative_pooled_prompt_embeds = negative_pooled
     return embeds

@@ -32,10 +32,14 @@ negative at its own length) are new signatures, served eagerly and prepared betw
 import contextlib
 from dataclasses import dataclass
 
-from sdxl_ros.engine.prompt_chunks import CHUNK_TOKENS, empty_chunk, TokenSpec
-from sdxl_ros.engine.prompts import (_embeds_dtype, _encode_chunks, _encoders, _pad_chunks,
-                                     _without_gradients, prompt_chunks, prompt_pieces,
-                                     shares_text_encoder)
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+from sdxl_ros.engine.prompting.chunks import CHUNK_TOKENS, empty_chunk, TokenSpec
+from sdxl_ros.engine.prompting.encoding import (embeds_dtype, encode_chunks, encoders,
+                                                pad_chunks, prompt_chunks, prompt_pieces,
+                                                shares_text_encoder, without_gradients)
+
+import torch
 
 #: Tokens of one encoded chunk (start + 75 + end).
 CHUNK_LENGTH = CHUNK_TOKENS + 2
@@ -54,7 +58,7 @@ def chunk_count(pipeline, text, emphasis):
     return max(len(c) for c in prompt_chunks(pipeline, prompt_pieces(text, emphasis)))
 
 
-@_without_gradients
+@without_gradients
 def encode_texts(pipeline, texts, emphasis, device):
     """
     Encode the texts of one schedule, padded to their largest chunk count; {text: Encoded}.
@@ -64,29 +68,28 @@ def encode_texts(pipeline, texts, emphasis, device):
     """
     chunks = {text: prompt_chunks(pipeline, prompt_pieces(text, emphasis)) for text in texts}
     count = max(len(c) for per_encoder in chunks.values() for c in per_encoder)
-    dtype = _embeds_dtype(pipeline)
+    dtype = embeds_dtype(pipeline)
     result = {}
     for text, per_encoder in chunks.items():
-        embeds, pooled = _encode_chunks(pipeline, _pad_chunks(per_encoder, pipeline, count),
-                                        device)
+        embeds, pooled = encode_chunks(pipeline, pad_chunks(per_encoder, pipeline, count),
+                                       device)
         result[text] = Encoded(embeds.to(dtype=dtype, device=device), pooled)
     return result
 
 
-@_without_gradients
+@without_gradients
 def encode_empty_chunk(pipeline, device):
     """Return the encoding of one empty chunk (what pad_cond_uncond pads with), (1, 77, D)."""
-    per_encoder = [[empty_chunk(TokenSpec.of(tok))] for tok, _ in _encoders(pipeline)]
-    embeds, _ = _encode_chunks(pipeline, per_encoder, device)
-    return embeds.to(dtype=_embeds_dtype(pipeline), device=device)
+    per_encoder = [[empty_chunk(TokenSpec.of(tok))] for tok, _ in encoders(pipeline)]
+    embeds, _ = encode_chunks(pipeline, per_encoder, device)
+    return embeds.to(dtype=embeds_dtype(pipeline), device=device)
 
 
 def zeros_like_text(pipeline, device):
     """Return the zero conditioning of an empty negative prompt (one chunk), as diffusers."""
-    import torch
-    width = sum(enc.config.hidden_size for _, enc in _encoders(pipeline))
+    width = sum(enc.config.hidden_size for _, enc in encoders(pipeline))
     pooled = pipeline.text_encoder_2.config.projection_dim
-    dtype = _embeds_dtype(pipeline)
+    dtype = embeds_dtype(pipeline)
     return Encoded(torch.zeros((1, CHUNK_LENGTH, width), dtype=dtype, device=device),
                    torch.zeros((1, pooled), dtype=dtype, device=device))
 
@@ -125,7 +128,6 @@ def encode_stage(base, pipeline, plan, emphasis, device, zero_negative, shared=N
 
 def _pad_last(embeds, length):
     """Pad (1, L, D) to `length` tokens by repeating the last vector (A1111's stack_conds)."""
-    import torch
     extra = length - embeds.shape[1]
     if extra <= 0:
         return embeds
@@ -134,7 +136,6 @@ def _pad_last(embeds, length):
 
 def _pad_empty(embeds, length, empty):
     """Pad (B, L, D) to `length` with encoded empty chunks (A1111's pad_cond_uncond)."""
-    import torch
     repeats = (length - embeds.shape[1]) // empty.shape[1]
     if repeats <= 0:
         return embeds
@@ -217,13 +218,11 @@ class StageGuidance:
                 combined += (outs[index:index + 1] - uncond_out) * weight
         if not self.guided:
             return _wrap(combined, return_dict)
-        import torch
         return _wrap(torch.cat([uncond_out, combined]), return_dict)
 
     def _run(self, unet_call, cond_x, uncond_x, timestep, parts, uncond, time_ids, args,
              extra):
         """Return (cond predictions (n, ...), uncond prediction (1, ...))."""
-        import torch
         length = max(e.embeds.shape[1] for e, _ in parts)
         conds = torch.cat([_pad_last(e.embeds, length) for e, _ in parts])
         pooled = torch.cat([e.pooled for e, _ in parts])
@@ -271,5 +270,4 @@ def _wrap(out, return_dict):
     """Return `out` as UNet2DConditionModel.forward does for `return_dict`."""
     if not return_dict:
         return (out,)
-    from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
     return UNet2DConditionOutput(sample=out)
