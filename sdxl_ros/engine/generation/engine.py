@@ -7,7 +7,6 @@ No ROS here (README "Architecture"): the node drives this class from its execute
 translates progress, cancel and errors into action feedback and results.
 """
 
-import contextlib
 import logging
 import random
 import threading
@@ -35,8 +34,7 @@ from sdxl_ros.engine.models.loading import load_models
 from sdxl_ros.engine.progress import Progress, ProgressClock
 from sdxl_ros.engine.prompt_parser import read_prompts
 from sdxl_ros.engine.prompt_schedule import plan_prompts, schedule_length
-from sdxl_ros.engine.prompting import guidance as pg
-from sdxl_ros.engine.prompting.encoding import encode_base, encode_refiner, uses_guidance
+from sdxl_ros.engine.prompting.guidance import stage_prompts
 from sdxl_ros.engine.prompting.lora import fused_mode_needed, lora_target, LoraSet
 from sdxl_ros.engine.request import RequestError, SEED_LIMIT, validate_request
 from sdxl_ros.engine.result import GenerationResult
@@ -432,7 +430,7 @@ class SdxlEngine:
             result.infotexts.append(format_infotext(
                 request, image_seed, models.base_name,
                 models.refiner_name if plan.uses_refiner else '', lora_hashes=lora_hashes,
-                emphasis=emphasis, pad_conds=state.padded_conds_used))
+                emphasis=emphasis, pad_conds=state.padded_conds))
         result.elapsed_sec = clock.elapsed()
         return result
 
@@ -463,15 +461,16 @@ class SdxlEngine:
         base.scheduler = make_scheduler(request.scheduler, self._scheduler_configs['base'])
         prompts = plan_prompts(text[0], text[1],
                                schedule_length(request.steps, base.scheduler.order))
-        base_embeds, guidance, shared = self._stage_prompts(
-            'base', prompts, request, emphasis, state, None)
+        state.prompts.append(stage_prompts(
+            self._models, 'base', prompts, request, emphasis, self._device,
+            lambda: state.step, self.config.pad_cond_uncond))
         if kind == 'text':
             inputs = {'width': request.width, 'height': request.height}
         else:
             inputs = {'image': init_latents, 'strength': strength}
-        with _guiding(guidance, base.unet):
+        with state.prompts[-1].installed(base.unet):
             latents = base(denoising_end=switch if plan.uses_refiner else None,
-                           **inputs, **base_embeds, **common).images
+                           **inputs, **state.prompts[-1].kwargs, **common).images
         if not plan.uses_refiner:
             return latents
         state.check_cancel()
@@ -480,50 +479,12 @@ class SdxlEngine:
         refiner = self._pipeline(kind, 'refiner')
         refiner.scheduler = make_scheduler(request.scheduler,
                                            self._scheduler_configs['refiner'])
-        refiner_embeds, guidance, _ = self._stage_prompts(
-            'refiner', prompts, request, emphasis, state, shared)
-        with _guiding(guidance, refiner.unet):
+        state.prompts.append(stage_prompts(
+            self._models, 'refiner', prompts, request, emphasis, self._device,
+            lambda: state.step, self.config.pad_cond_uncond, state.prompts[-1]))
+        with state.prompts[-1].installed(refiner.unet):
             return refiner(image=latents, denoising_start=switch,
-                           **refiner_embeds, **common).images
-
-    def _stage_prompts(self, role, prompts, request, emphasis, state, shared):
-        """
-        Return (pipeline prompt kwargs, StageGuidance or None, what the refiner reuses).
-
-        A fixed prompt/negative pair of equal length (or padded: pad_cond_uncond) runs as
-        diffusers runs it, bit for bit as before; schedules, AND and unequal lengths run
-        through a StageGuidance (engine/prompt_guidance.py) around the stage's UNet.
-        """
-        models, device = self._models, self._device
-        pipeline = models.base if role == 'base' else models.refiner
-        guided = uses_guidance(pipeline, request.guidance_scale)
-        text, negative = prompts.parts[0][1][0][1], prompts.negative[0][1]
-        zero = not negative and pipeline.config.force_zeros_for_empty_prompt
-        same_length = (not guided or zero or pg.chunk_count(pipeline, text, emphasis)
-                       == pg.chunk_count(pipeline, negative, emphasis))
-        if prompts.static and prompts.plain and (same_length or self.config.pad_cond_uncond) \
-                and not isinstance(shared, tuple):
-            state.padded_conds |= guided and not same_length
-            if role == 'base':
-                embeds = encode_base(models.base, text, negative, request.guidance_scale,
-                                     device, emphasis)
-            else:
-                embeds = encode_refiner(models.base, models.refiner, shared, text, negative,
-                                        request.guidance_scale, device, emphasis)
-            return embeds.as_kwargs(), None, embeds
-        encoded = pg.encode_stage(models.base, pipeline, prompts, emphasis, device, zero,
-                                  shared if isinstance(shared, tuple) else None)
-        empty = pg.encode_empty_chunk(pipeline, device) if self.config.pad_cond_uncond else None
-        guidance = pg.StageGuidance(prompts, encoded[0], encoded[1], lambda: state.step,
-                                    guided, empty)
-        parts, _ = guidance.conditioning(state.step)
-        first = parts[0][0]
-        kwargs = {'prompt_embeds': first.embeds, 'pooled_prompt_embeds': first.pooled}
-        if guided:  # shapes for the pipeline's own batching; the guidance supplies the values
-            kwargs.update(negative_prompt_embeds=first.embeds,
-                          negative_pooled_prompt_embeds=first.pooled)
-        state.guidances.append(guidance)
-        return kwargs, guidance, encoded + (zero,)
+                           **state.prompts[-1].kwargs, **common).images
 
 
 def _img2img_strength(request, prepared, a1111_count):
@@ -537,11 +498,6 @@ def _img2img_strength(request, prepared, a1111_count):
             "no step to run with diffusers' count (int(steps * strength) = 0): raise steps "
             'or denoising_strength, or set a1111_img2img_steps')
     return strength
-
-
-def _guiding(guidance, unet):
-    """Return the context that routes `unet` through `guidance` (a no-op for None)."""
-    return guidance.installed(unet) if guidance is not None else contextlib.nullcontext()
 
 
 class _StepState:
@@ -559,13 +515,12 @@ class _StepState:
         self.preview_every = preview_every
         self.stage = 'base'
         self.step = 0
-        self.guidances = []  # StageGuidance of each stage that needed one
-        self.padded_conds = False
+        self.prompts = []  # guidance.StagePrompts of the stages run so far
 
     @property
-    def padded_conds_used(self):
+    def padded_conds(self):
         """Whether pad_cond_uncond padded a prompt or negative (A1111's `Pad conds`)."""
-        return self.padded_conds or any(g.padded for g in self.guidances)
+        return any(stage.padded for stage in self.prompts)
 
     def check_cancel(self):
         """Raise _Cancelled if the caller set the cancel flag."""

@@ -35,9 +35,11 @@ from dataclasses import dataclass
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from sdxl_ros.engine.prompting.chunks import CHUNK_TOKENS, empty_chunk, TokenSpec
-from sdxl_ros.engine.prompting.encoding import (embeds_dtype, encode_chunks, encoders,
-                                                pad_chunks, prompt_chunks, prompt_pieces,
-                                                shares_text_encoder, without_gradients)
+from sdxl_ros.engine.prompting.encoding import (embeds_dtype, encode_base, encode_chunks,
+                                                encode_refiner, encoders, pad_chunks,
+                                                prompt_chunks, prompt_pieces,
+                                                shares_text_encoder, uses_guidance,
+                                                without_gradients)
 
 import torch
 
@@ -271,3 +273,69 @@ def _wrap(out, return_dict):
     if not return_dict:
         return (out,)
     return UNet2DConditionOutput(sample=out)
+
+
+@dataclass
+class StagePrompts:
+    """
+    What one stage's pipeline call takes for its prompts, and what the next stage reuses.
+
+    `kwargs` go to the pipeline call; `guidance` (None for a fixed prompt/negative pair) must
+    be installed around the stage's UNet; `reuse` is the base's encodings for the refiner.
+    """
+
+    kwargs: dict
+    guidance: object = None
+    reuse: object = None
+    padded_pair: bool = False
+
+    @property
+    def padded(self):
+        """Whether pad_cond_uncond padded a prompt or negative (A1111's `Pad conds`)."""
+        return self.padded_pair or bool(self.guidance is not None and self.guidance.padded)
+
+    def installed(self, unet):
+        """Return the context that routes `unet` through the guidance (none: a no-op)."""
+        if self.guidance is None:
+            return contextlib.nullcontext()
+        return self.guidance.installed(unet)
+
+
+def stage_prompts(models, role, plan, request, emphasis, device, step_of, pad,
+                  previous=None):
+    """
+    Return the StagePrompts of `plan` for the `role` ('base' or 'refiner') pipeline.
+
+    A fixed prompt/negative pair of equal length (or one padded by `pad`, pad_cond_uncond)
+    runs as diffusers runs it, bit for bit as before; a schedule, AND parts or unequal lengths
+    run through a StageGuidance around the stage's UNet. `step_of()` is the step index
+    counted over base and refiner; `previous` is the base's StagePrompts, for the refiner.
+    """
+    pipeline = models.base if role == 'base' else models.refiner
+    guided = uses_guidance(pipeline, request.guidance_scale)
+    text, negative = plan.parts[0][1][0][1], plan.negative[0][1]
+    zero = not negative and pipeline.config.force_zeros_for_empty_prompt
+    same_length = (not guided or zero or chunk_count(pipeline, text, emphasis)
+                   == chunk_count(pipeline, negative, emphasis))
+    shared = previous.reuse if previous is not None else None
+    if plan.static and plan.plain and (same_length or pad) \
+            and not isinstance(shared, tuple):
+        if role == 'base':
+            embeds = encode_base(models.base, text, negative, request.guidance_scale, device,
+                                 emphasis)
+        else:
+            embeds = encode_refiner(models.base, models.refiner, shared, text, negative,
+                                    request.guidance_scale, device, emphasis)
+        return StagePrompts(embeds.as_kwargs(), reuse=embeds,
+                            padded_pair=guided and not same_length)
+    encoded = encode_stage(models.base, pipeline, plan, emphasis, device, zero,
+                           shared if isinstance(shared, tuple) else None)
+    empty = encode_empty_chunk(pipeline, device) if pad else None
+    guidance = StageGuidance(plan, encoded[0], encoded[1], step_of, guided, empty)
+    parts, _ = guidance.conditioning(step_of())
+    first = parts[0][0]
+    kwargs = {'prompt_embeds': first.embeds, 'pooled_prompt_embeds': first.pooled}
+    if guided:  # shapes for the pipeline's own batching; the guidance supplies the values
+        kwargs.update(negative_prompt_embeds=first.embeds,
+                      negative_pooled_prompt_embeds=first.pooled)
+    return StagePrompts(kwargs, guidance, encoded + (zero,))
