@@ -4,19 +4,19 @@
 The stages of one goal, in order, as diffusers' pipeline `__call__` numbers its own.
 
 1. check inputs (SdxlEngine.generate: validate the request, resolve the seed -> Goal)
-2. prepare: LoRAs, init image and its latents, the step plan, the prompt schedule
+2. prepare: LoRAs, init image and its latents (A1111's img2img step count), the step plan
 3. encode the prompts (per UNet: the refiner's embeddings reuse the base's text encoder 2;
-   a schedule, AND parts or prompt and negative of different lengths also give the stage
-   a guidance around its UNet: prompting/guidance.py)
+   prompt editing, alternation, AND parts, or prompt and negative of different lengths
+   also give the stage a guidance around its UNet: prompting/guidance.py)
 4. denoise with the base
 5. denoise with the refiner (when the plan uses it)
 6. decode (fast path fp16 VAE with fp32 fallback, or the plain VAE)
 7. package the result (image, seed, infotext)
 
 Stages 3-6 run once per image. Where later features plug in: guidance <= 1 (one UNet pass)
-is decided by the encoders (`uses_guidance`);
-other schedulers and schedule types come from `make_scheduler`/`plan_steps`; a ControlNet
-adds its inputs to the base call in `base_inputs`.
+is decided by the encoders (`uses_guidance`); other schedulers and schedule types come from
+`make_scheduler`/`plan_steps`; a ControlNet adds its inputs to the base call in
+`base_inputs`.
 """
 
 import time

@@ -23,6 +23,9 @@ conditioning and runs the UNet as A1111's CFG denoiser does:
 - one part at weight 1 (editing, alternation, own lengths) passes its prediction through
   untouched, so the arithmetic is the pipeline's own.
 
+`stage_prompts` decides per stage: a fixed pair of equal length (or padded) runs exactly as
+before, through the pipeline's own batching; anything else gets a StageGuidance.
+
 The embeddings stay inputs of every UNet call: the fast path's graphed UNet copies
 `encoder_hidden_states` and `text_embeds` into its static buffers per call, so a schedule
 that changes the text replays the same graph; other batch sizes or lengths (AND parts, a
