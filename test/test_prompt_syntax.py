@@ -83,7 +83,7 @@ def test_lora_tags_are_removed_and_read():
 def test_every_extra_network_tag_is_removed_and_only_lora_lyco_apply():
     text, networks = extract_networks('a <lyco:soft:0.5> <hypernet:x:1> <LORA:y:1> b')
     assert text == 'a    b'
-    assert networks.loras == (LoraTag('soft', 0.5),)
+    assert networks.loras == (LoraTag('soft', 0.5, 'lyco'),)
     # Type names are case-sensitive, as in A1111: <LORA:...> is not a LoRA.
     assert networks.ignored == ('<hypernet:x:1>', '<LORA:y:1>')
     assert extract_networks('<a b:c>')[0] == '<a b:c>'  # not a tag: the type is one word

@@ -101,6 +101,8 @@ class EngineConfig:
     prompt_comments: strip `#` comments from prompts (A1111's "Enable comments", on there).
     a1111_img2img_steps: img2img runs int(min(strength, 0.999) x steps) + 1 steps as A1111's
     k-diffusion samplers do; false keeps diffusers' int(steps x strength).
+    embeddings_dir: folder with textual-inversion embeddings (NAME.safetensors with clip_l and
+    clip_g tensors) that prompts use by NAME; empty = none.
     """
 
     base_model: str = 'tiny'
@@ -120,6 +122,7 @@ class EngineConfig:
     pad_cond_uncond: bool = False
     prompt_comments: bool = True
     a1111_img2img_steps: bool = True
+    embeddings_dir: str = ''
 
     def __post_init__(self):
         """Refuse unknown choices early, with the allowed values."""
@@ -134,7 +137,8 @@ class EngineConfig:
 def load_key(config):
     """Return the part of an EngineConfig that fixes the loaded models (limits etc. do not)."""
     return replace(config, limits=Limits(), emphasis='original', lora_dir='',
-                   pad_cond_uncond=False, prompt_comments=True, a1111_img2img_steps=True)
+                   pad_cond_uncond=False, prompt_comments=True, a1111_img2img_steps=True,
+                   embeddings_dir='')
 
 
 def needs_reload(old, new):

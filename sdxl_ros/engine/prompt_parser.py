@@ -46,10 +46,11 @@ class PromptSyntaxError(ValueError):
 
 @dataclass(frozen=True)
 class LoraTag:
-    """One `<lora:name:weight>` tag of a prompt."""
+    """One `<lora:name:weight>` tag of a prompt (`kind`: its type, `lora` or `lyco`)."""
 
     name: str
     weight: float
+    kind: str = 'lora'
 
 
 def strip_comments(text):
@@ -115,7 +116,7 @@ def _lora_tag(match, field):
         raise PromptSyntaxError(
             f'{field}: LoRA {name!r} weight {weight:g} is out of range: use '
             f'{-LORA_WEIGHT_LIMIT:g}..{LORA_WEIGHT_LIMIT:g} (1 = as trained)')
-    return LoraTag(name, weight)
+    return LoraTag(name, weight, match.group(1))
 
 
 def extract_loras(text, field='prompt'):

@@ -32,6 +32,7 @@ from sdxl_ros.engine.lora_files import request_loras
 from sdxl_ros.engine.models.loading import load_models
 from sdxl_ros.engine.progress import Progress
 from sdxl_ros.engine.prompt_parser import read_prompts
+from sdxl_ros.engine.prompting.embeddings import embedding_widths, EmbeddingSet, matched_names
 from sdxl_ros.engine.prompting.lora import lora_target, LoraSet
 from sdxl_ros.engine.request import SEED_LIMIT, validate_request
 
@@ -66,6 +67,7 @@ class SdxlEngine:
         self._preparer = None
         self._lora_target = None
         self._loras = None
+        self._embeddings = None
         self._lock = threading.Lock()
         self._gate = GoalGate()
 
@@ -168,6 +170,7 @@ class SdxlEngine:
         self._models = models
         self._lora_target = lora_target(models.base, models.refiner)
         self._loras = LoraSet(models.base)
+        self._embeddings = EmbeddingSet(embedding_widths(models.base))
         self._accelerate(models)
         if on_progress:
             on_progress(Progress(stage='loading', elapsed_sec=time.monotonic() - start))
@@ -295,6 +298,7 @@ class SdxlEngine:
         self._scheduler_configs = None
         self._lora_target = None
         self._loras = None
+        self._embeddings = None
         if self._accel is not None:
             self._accel.disable('unloaded')
             self._accel = None
@@ -383,9 +387,15 @@ class SdxlEngine:
                                  comments=self.config.prompt_comments)
         text, negative, warnings = read_prompts(request.prompt, request.negative_prompt,
                                                 self.config.prompt_comments)
+        texts = [text, negative]
+        embeddings = self._embeddings.for_texts(texts, self.config.embeddings_dir)
+        models = self._models
+        ti_hashes = [(name, embeddings[name].file.short_hash) for name in matched_names(
+            models.base.tokenizer or models.base.tokenizer_2, embeddings, texts)]
         seed = request.seed if request.seed != -1 else random.randrange(
             SEED_LIMIT - request.num_images + 1)
-        return Goal(request=request, text=text, loras=loras,
+        return Goal(request=request, text=text, loras=loras, embeddings=embeddings,
+                    ti_hashes=ti_hashes,
                     emphasis=request.emphasis or self.config.emphasis, seed=seed,
                     started=started, fault_oom_at_step=self.config.fault_oom_at_step,
                     negative=negative, warnings=warnings)

@@ -98,7 +98,7 @@ def encode_prompts(engine, goal, image, role, order):
     previous = image.prompts[-1] if image.prompts else None
     image.prompts.append(stage_prompts(
         engine.models, role, goal.prompts, goal.request, goal.emphasis, engine.device,
-        lambda: image.step, engine.config.pad_cond_uncond, previous))
+        lambda: image.step, engine.config.pad_cond_uncond, previous, goal.embeddings))
     return image.prompts[-1]
 
 
@@ -161,4 +161,5 @@ def package(engine, goal, image, result, picture, seed):
     result.infotexts.append(format_infotext(
         goal.request, seed, models.base_name,
         models.refiner_name if goal.plan.uses_refiner else '', lora_hashes=goal.lora_hashes,
-        emphasis=goal.emphasis, pad_conds=any(stage.padded for stage in image.prompts)))
+        emphasis=goal.emphasis, ti_hashes=goal.ti_hashes,
+        pad_conds=any(stage.padded for stage in image.prompts)))

@@ -38,11 +38,10 @@ from dataclasses import dataclass
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from sdxl_ros.engine.prompting.chunks import CHUNK_TOKENS, empty_chunk, TokenSpec
-from sdxl_ros.engine.prompting.encoding import (embeds_dtype, encode_base, encode_chunks,
-                                                encode_refiner, encoders, pad_chunks,
-                                                prompt_chunks, prompt_pieces,
-                                                shares_text_encoder, uses_guidance,
-                                                without_gradients)
+from sdxl_ros.engine.prompting.encoding import (_embeds_dtype, _encode_chunks, _encoders,
+                                                _pad_chunks, _without_gradients, encode_base,
+                                                encode_refiner, prompt_chunks, prompt_pieces,
+                                                shares_text_encoder, uses_guidance)
 
 import torch
 
@@ -58,43 +57,45 @@ class Encoded:
     pooled: object
 
 
-def chunk_count(pipeline, text, emphasis):
+def chunk_count(pipeline, text, emphasis, embeddings=None):
     """Return the number of 77-token chunks `text` takes in `pipeline`'s encoders."""
-    return max(len(c) for c in prompt_chunks(pipeline, prompt_pieces(text, emphasis)))
+    return max(len(c) for c in prompt_chunks(pipeline, prompt_pieces(text, emphasis),
+                                             embeddings))
 
 
-@without_gradients
-def encode_texts(pipeline, texts, emphasis, device):
+@_without_gradients
+def encode_texts(pipeline, texts, emphasis, device, embeddings=None):
     """
     Encode the texts of one schedule, padded to their largest chunk count; {text: Encoded}.
 
     A1111 encodes a prompt's scheduled texts as one batch, which pads them with empty
     chunks to the same length; texts of different schedules keep their own lengths.
     """
-    chunks = {text: prompt_chunks(pipeline, prompt_pieces(text, emphasis)) for text in texts}
+    chunks = {text: prompt_chunks(pipeline, prompt_pieces(text, emphasis), embeddings)
+              for text in texts}
     count = max(len(c) for per_encoder in chunks.values() for c in per_encoder)
-    dtype = embeds_dtype(pipeline)
+    dtype = _embeds_dtype(pipeline)
     result = {}
     for text, per_encoder in chunks.items():
-        embeds, pooled = encode_chunks(pipeline, pad_chunks(per_encoder, pipeline, count),
+        embeds, pooled = _encode_chunks(pipeline, _pad_chunks(per_encoder, pipeline, count),
                                        device)
         result[text] = Encoded(embeds.to(dtype=dtype, device=device), pooled)
     return result
 
 
-@without_gradients
+@_without_gradients
 def encode_empty_chunk(pipeline, device):
     """Return the encoding of one empty chunk (what pad_cond_uncond pads with), (1, 77, D)."""
-    per_encoder = [[empty_chunk(TokenSpec.of(tok))] for tok, _ in encoders(pipeline)]
-    embeds, _ = encode_chunks(pipeline, per_encoder, device)
-    return embeds.to(dtype=embeds_dtype(pipeline), device=device)
+    per_encoder = [[empty_chunk(TokenSpec.of(tok))] for tok, _ in _encoders(pipeline)]
+    embeds, _ = _encode_chunks(pipeline, per_encoder, device)
+    return embeds.to(dtype=_embeds_dtype(pipeline), device=device)
 
 
 def zeros_like_text(pipeline, device):
     """Return the zero conditioning of an empty negative prompt (one chunk), as diffusers."""
-    width = sum(enc.config.hidden_size for _, enc in encoders(pipeline))
+    width = sum(enc.config.hidden_size for _, enc in _encoders(pipeline))
     pooled = pipeline.text_encoder_2.config.projection_dim
-    dtype = embeds_dtype(pipeline)
+    dtype = _embeds_dtype(pipeline)
     return Encoded(torch.zeros((1, CHUNK_LENGTH, width), dtype=dtype, device=device),
                    torch.zeros((1, pooled), dtype=dtype, device=device))
 
@@ -104,7 +105,8 @@ def refiner_view(base_encoded, width):
     return {text: Encoded(e.embeds[..., -width:], e.pooled) for text, e in base_encoded.items()}
 
 
-def encode_stage(base, pipeline, plan, emphasis, device, zero_negative, shared=None):
+def encode_stage(base, pipeline, plan, emphasis, device, zero_negative, shared=None,
+                 embeddings=None):
     """
     Return (positive {text: Encoded}, negative {text: Encoded}) of `plan` for `pipeline`.
 
@@ -112,7 +114,8 @@ def encode_stage(base, pipeline, plan, emphasis, device, zero_negative, shared=N
     refiner alike); each AND part's schedule and the negative's are padded on their own.
     `zero_negative`: the negative is empty and this pipeline zeroes it (diffusers'
     force_zeros_for_empty_prompt). `shared` (the base's positive, negative, whether it
-    zeroed the negative) is reused by a refiner that shares the base's second encoder.
+    zeroed the negative) is reused by a refiner that shares the base's second encoder;
+    `embeddings` are the textual-inversion embeddings the texts may name.
     """
     reuse = shared is not None and shares_text_encoder(base, pipeline)
     width = pipeline.text_encoder_2.config.hidden_size
@@ -122,13 +125,13 @@ def encode_stage(base, pipeline, plan, emphasis, device, zero_negative, shared=N
         positive = {}
         for _, schedule in plan.parts:
             texts = tuple(dict.fromkeys(text for _, text in schedule))
-            positive.update(encode_texts(pipeline, texts, emphasis, device))
+            positive.update(encode_texts(pipeline, texts, emphasis, device, embeddings))
     if zero_negative:
         return positive, {'': zeros_like_text(pipeline, device)}
     if reuse and not shared[2]:
         return positive, refiner_view(shared[1], width)
     texts = tuple(dict.fromkeys(text for _, text in plan.negative))
-    return positive, encode_texts(pipeline, texts, emphasis, device)
+    return positive, encode_texts(pipeline, texts, emphasis, device, embeddings)
 
 
 def _pad_last(embeds, length):
@@ -305,34 +308,35 @@ class StagePrompts:
 
 
 def stage_prompts(models, role, plan, request, emphasis, device, step_of, pad,
-                  previous=None):
+                  previous=None, embeddings=None):
     """
     Return the StagePrompts of `plan` for the `role` ('base' or 'refiner') pipeline.
 
     A fixed prompt/negative pair of equal length (or one padded by `pad`, pad_cond_uncond)
     runs as diffusers runs it, bit for bit as before; a schedule, AND parts or unequal lengths
     run through a StageGuidance around the stage's UNet. `step_of()` is the step index
-    counted over base and refiner; `previous` is the base's StagePrompts, for the refiner.
+    counted over base and refiner; `previous` is the base's StagePrompts, for the refiner;
+    `embeddings` the textual-inversion embeddings the prompts use.
     """
     pipeline = models.base if role == 'base' else models.refiner
     guided = uses_guidance(pipeline, request.guidance_scale)
     text, negative = plan.parts[0][1][0][1], plan.negative[0][1]
     zero = not negative and pipeline.config.force_zeros_for_empty_prompt
-    same_length = (not guided or zero or chunk_count(pipeline, text, emphasis)
-                   == chunk_count(pipeline, negative, emphasis))
+    same_length = (not guided or zero or chunk_count(pipeline, text, emphasis, embeddings)
+                   == chunk_count(pipeline, negative, emphasis, embeddings))
     shared = previous.reuse if previous is not None else None
     if plan.static and plan.plain and (same_length or pad) \
             and not isinstance(shared, tuple):
         if role == 'base':
             embeds = encode_base(models.base, text, negative, request.guidance_scale, device,
-                                 emphasis)
+                                 emphasis, embeddings)
         else:
             embeds = encode_refiner(models.base, models.refiner, shared, text, negative,
-                                    request.guidance_scale, device, emphasis)
+                                    request.guidance_scale, device, emphasis, embeddings)
         return StagePrompts(embeds.as_kwargs(), reuse=embeds,
                             padded_pair=guided and not same_length)
     encoded = encode_stage(models.base, pipeline, plan, emphasis, device, zero,
-                           shared if isinstance(shared, tuple) else None)
+                           shared if isinstance(shared, tuple) else None, embeddings)
     empty = encode_empty_chunk(pipeline, device) if pad else None
     guidance = StageGuidance(plan, encoded[0], encoded[1], step_of, guided, empty)
     parts, _ = guidance.conditioning(step_of())
