@@ -77,8 +77,8 @@ def encode_texts(pipeline, texts, emphasis, device, embeddings=None):
     dtype = _embeds_dtype(pipeline)
     result = {}
     for text, per_encoder in chunks.items():
-        embeds, pooled = _encode_chunks(pipeline, _pad_chunks(per_encoder, pipeline, count),
-                                       device)
+        padded = _pad_chunks(per_encoder, pipeline, count)
+        embeds, pooled = _encode_chunks(pipeline, padded, device)
         result[text] = Encoded(embeds.to(dtype=dtype, device=device), pooled)
     return result
 
