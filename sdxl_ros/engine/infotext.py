@@ -57,11 +57,12 @@ def _number(value):
 
 
 def format_infotext(request, seed, base_model_name='', refiner_model_name='', lora_hashes=(),
-                    emphasis='original', ti_hashes=()):
+                    emphasis='original', ti_hashes=(), pad_conds=False):
     """
     Return the A1111 `parameters` text for one image of `request` generated with `seed`.
 
     `lora_hashes`: [(name, short hash)] of the prompt's LoRAs; `emphasis`: the mode used;
+    `pad_conds`: pad_cond_uncond padded the prompt or negative (A1111's `Pad conds: True`).
     `ti_hashes`: [(name, short hash)] of the textual-inversion embeddings the prompts used.
     """
     params = [
@@ -92,6 +93,8 @@ def format_infotext(request, seed, base_model_name='', refiner_model_name='', lo
             f'{n.replace(":", "").replace(",", "")}: {h}' for n, h in ti_hashes))))
     if emphasis and emphasis != DEFAULT_EMPHASIS:
         params.append(('Emphasis', _quote(emphasis.capitalize())))
+    if pad_conds:
+        params.append(('Pad conds', 'True'))
     lines = [request.prompt]
     if request.negative_prompt:
         lines.append(f'{_NEGATIVE} {request.negative_prompt}')

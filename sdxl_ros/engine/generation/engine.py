@@ -31,6 +31,7 @@ from sdxl_ros.engine.generation.stages import run_goal
 from sdxl_ros.engine.lora_files import request_loras
 from sdxl_ros.engine.models.loading import load_models
 from sdxl_ros.engine.progress import Progress
+from sdxl_ros.engine.prompt_parser import read_prompts
 from sdxl_ros.engine.prompting.embeddings import embedding_widths, EmbeddingSet, matched_names
 from sdxl_ros.engine.prompting.lora import lora_target, LoraSet
 from sdxl_ros.engine.request import SEED_LIMIT, validate_request
@@ -394,8 +395,11 @@ class SdxlEngine:
         request = validate_request(request, self.config.limits)
         if self._models is None:
             raise EngineError('models are not loaded: call load() first')
-        text, loras = request_loras(request, self.config.lora_dir, self._lora_target)
-        texts = [text, request.negative_prompt]
+        _, loras = request_loras(request, self.config.lora_dir, self._lora_target,
+                                 comments=self.config.prompt_comments)
+        text, negative, warnings = read_prompts(request.prompt, request.negative_prompt,
+                                                self.config.prompt_comments)
+        texts = [text, negative]
         embeddings = self._embeddings.for_texts(texts, self.config.embeddings_dir)
         models = self._models
         ti_hashes = [(name, embeddings[name].file.short_hash) for name in matched_names(
@@ -405,7 +409,8 @@ class SdxlEngine:
         return Goal(request=request, text=text, loras=loras, embeddings=embeddings,
                     ti_hashes=ti_hashes,
                     emphasis=request.emphasis or self.config.emphasis, seed=seed,
-                    started=started, fault_oom_at_step=self.config.fault_oom_at_step)
+                    started=started, fault_oom_at_step=self.config.fault_oom_at_step,
+                    negative=negative, warnings=warnings)
 
     def _run(self, goal):
         """

@@ -29,7 +29,7 @@ class Goal:
 
     # Given by SdxlEngine.generate (stage 1, checked).
     request: GenerationRequest
-    text: str                                  # the prompt without its LoRA tags
+    text: str                                  # the prompt without comments and tags
     loras: List[Tuple[object, float]]          # (lora_files.LoraFile, weight)
     emphasis: str
     seed: int                                  # of image 0; image i uses seed + i
@@ -42,14 +42,17 @@ class Goal:
     cancel: Optional[threading.Event] = None
     preview_every: int = 0
     fault_oom_at_step: int = 0                 # EngineConfig test hook (0 = off)
+    negative: str = ''                         # the negative prompt, as `text`
+    warnings: List[str] = field(default_factory=list)  # tags not applied, for the result
     # Worked out by stage 2 (prepare).
     kind: str = 'text'                         # 'text', 'img2img' or 'inpaint'
     prepared: Optional[object] = None          # init_image.PreparedInit
     init_latents: Optional[torch.Tensor] = None
     switch: float = 1.0                        # where the base hands over (fraction)
+    strength: float = 1.0                      # img2img strength handed to diffusers
     plan: Optional[object] = None              # step_plan.StepPlan
     clock: Optional[ProgressClock] = None
-    base_embeds: Optional[object] = None       # stage 3's PromptEmbeddings for the base
+    prompts: Optional[object] = None           # prompt_schedule.PromptPlan
     # 2 when the fast path failed inside this goal and it runs again without it.
     attempt: int = 1
     lost_sec: float = 0.0                      # the work the failed attempt threw away
@@ -81,6 +84,7 @@ class ImageSteps:
     index: int
     stage: str = 'base'
     step: int = 0
+    prompts: list = field(default_factory=list)  # stage 3's guidance.StagePrompts per stage
 
     def report(self, stage, step, preview=None):
         """Send one Progress event to the caller's callback, if any."""
