@@ -400,7 +400,7 @@ class SdxlEngine:
         strength = request.denoising_strength if prepared is not None else 1.0
         switch = img2img_switch(strength, request.refiner_switch)
         plan = plan_steps(request.scheduler, self._scheduler_configs['base'], request.steps,
-                          switch, models.refiner is not None, strength)
+                          switch, models.refiner is not None, strength, request.schedule_type)
         clock = ProgressClock(plan.total, request.num_images, started)
         result = GenerationResult()
         init_latents = None
@@ -455,7 +455,8 @@ class SdxlEngine:
         state.stage = 'base'
         self._enter_stage('base')
         base = self._pipeline(kind, 'base')
-        base.scheduler = make_scheduler(request.scheduler, self._scheduler_configs['base'])
+        base.scheduler = make_scheduler(request.scheduler, self._scheduler_configs['base'],
+                                        request.schedule_type)
         base_embeds = encode_base(models.base, text, request.negative_prompt,
                                   request.guidance_scale, self._device, emphasis)
         if kind == 'text':
@@ -471,7 +472,8 @@ class SdxlEngine:
         self._enter_stage('refiner')
         refiner = self._pipeline(kind, 'refiner')
         refiner.scheduler = make_scheduler(request.scheduler,
-                                           self._scheduler_configs['refiner'])
+                                           self._scheduler_configs['refiner'],
+                                           request.schedule_type)
         refiner_embeds = encode_refiner(models.base, models.refiner, base_embeds,
                                         text, request.negative_prompt,
                                         request.guidance_scale, self._device, emphasis)

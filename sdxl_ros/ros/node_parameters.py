@@ -15,6 +15,7 @@ from sdxl_ros.engine.config import (AccelerationConfig, DEVICES, DTYPES, EngineC
                                     MEMORY_MODES, parse_size, PRECISIONS, STANDARD_SIZES)
 from sdxl_ros.engine.request import (DEFAULT_DENOISING_STRENGTH, EMPHASIS_MODES, Limits,
                                      MAX_GUIDANCE, MIN_GUIDANCE)
+from sdxl_ros.engine.schedule_types import canonical_schedule_type, SCHEDULE_TYPES
 from sdxl_ros.engine.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
 
 
@@ -99,7 +100,8 @@ PARAMETERS = (
                   'Fraction of the steps done by the base for goals with refiner_switch 0 '
                   '(1.0 = base only).', minimum=0.0, maximum=1.0),
     ParameterSpec('default_scheduler', 'DPM++ 2M Karras',
-                  'Sampler for goals with an empty scheduler: ' + ', '.join(SCHEDULER_NAMES)),
+                  'Sampler for goals with an empty scheduler: ' + ', '.join(SCHEDULER_NAMES)
+                  + ' (older names with a schedule type, "DPM++ 2M Karras", are accepted).'),
     ParameterSpec('default_negative_prompt', '',
                   'Negative prompt for goals with an empty negative_prompt.'),
     ParameterSpec('default_denoising_strength', DEFAULT_DENOISING_STRENGTH,
@@ -137,6 +139,10 @@ PARAMETERS = (
     ParameterSpec('fault_oom_at_step', 0,
                   'Test hook: raise an out-of-memory error at this step of every image '
                   '(0 = off). Reloads the models when changed.', minimum=0, maximum=1000),
+    ParameterSpec('default_schedule_type', '',
+                  'A1111 schedule type for goals with an empty schedule_type: '
+                  + ', '.join(SCHEDULE_TYPES) + ' (empty = Automatic, the sampler\'s own '
+                  'default; a "DPM++ 2M Karras"-style scheduler name sets it too).'),
 )
 
 #: Parameters whose change means the models must be loaded again.
@@ -185,6 +191,7 @@ class NodeParameters:
     jpeg_quality: int
     output_dir: str
     fault_oom_at_step: int
+    default_schedule_type: str
 
     @classmethod
     def defaults(cls):
@@ -243,6 +250,9 @@ def check_parameters(params, check_models=True):
     if canonical_scheduler_name(params.default_scheduler) is None:
         problems.append(f'default_scheduler {params.default_scheduler!r} is unknown: use one '
                         'of ' + ', '.join(SCHEDULER_NAMES))
+    if canonical_schedule_type(params.default_schedule_type) is None:
+        problems.append(f'default_schedule_type {params.default_schedule_type!r} is unknown: '
+                        'use one of ' + ', '.join(SCHEDULE_TYPES))
     if params.min_side > params.max_side:
         problems.append(f'min_side {params.min_side} is larger than max_side {params.max_side}')
     try:
