@@ -8,10 +8,9 @@ the step count and timesteps their schedule asks for, a LoRA applied on top, one
 CFG off (guidance_scale <= 1: one UNet pass per step on a batch of one).
 """
 
-import pytest
-
 from engine_fixtures import tiny_engine, tiny_request
 from lora_fixtures import sdxl_lora, write_lora
+import pytest
 
 
 class UnetCalls:
@@ -34,7 +33,7 @@ class UnetCalls:
 
 @pytest.fixture(scope='module')
 def engine(tmp_path_factory):
-    """A tiny CPU engine whose lora_dir holds a LoRA made for it ('fewstep')."""
+    """Load a tiny CPU engine whose lora_dir holds a LoRA made for it ('fewstep')."""
     folder = tmp_path_factory.mktemp('loras')
     loaded = tiny_engine(lora_dir=str(folder))
     write_lora(folder / 'fewstep.safetensors', sdxl_lora(loaded.base_pipeline, seed=3))

@@ -135,8 +135,8 @@ def test_old_a1111_png_with_a_karras_sampler_name_reads_as_sampler_and_type():
     ('LCM', 'SGM Uniform', 'SGM Uniform'),
     ('DDIM', '', 'Automatic'),
 ])
-def test_schedule_type_written_as_a1111_writes_it_and_read_back(sampler, schedule_type,
-                                                                 written):
+def test_schedule_type_written_as_a1111_writes_it_and_read_back(
+        sampler, schedule_type, written):
     request = validate_request(replace(BASE, scheduler=sampler, schedule_type=schedule_type))
     text = format_infotext(request, 123, 'b', 'r')
     assert f'Sampler: {sampler}, Schedule type: {written}, CFG scale' in text

@@ -9,8 +9,8 @@ import pytest
 
 from sdxl_ros.engine.schedule_types import (AYS_SDXL_SIGMAS, beta_cdf, beta_ppf,
                                             canonical_schedule_type, schedule_sigmas,
-                                            schedule_type_suffix, ScheduleError,
-                                            SCHEDULE_TYPES, sigma_to_t, t_to_sigma,
+                                            schedule_type_suffix, SCHEDULE_TYPES,
+                                            ScheduleError, sigma_to_t, t_to_sigma,
                                             training_sigmas)
 
 SDXL = {'beta_start': 0.00085, 'beta_end': 0.012, 'beta_schedule': 'scaled_linear',
@@ -94,8 +94,8 @@ def test_exponential_and_polyexponential():
 
 def test_kl_optimal_ends_at_sigma_min_not_zero():
     middle = math.tan((math.atan(LOW) + math.atan(HIGH)) / 2)
-    assert schedule_sigmas('KL Optimal', 2, TRAIN) == pytest.approx([HIGH, middle, LOW],
-                                                                     **EXACT)
+    expected = [HIGH, middle, LOW]
+    assert schedule_sigmas('KL Optimal', 2, TRAIN) == pytest.approx(expected, **EXACT)
 
 
 def test_align_your_steps_published_and_interpolated():

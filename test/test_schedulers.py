@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from sdxl_ros.engine.schedule_types import (schedule_sigmas, ScheduleError, SCHEDULE_TYPES,
+from sdxl_ros.engine.schedule_types import (schedule_sigmas, SCHEDULE_TYPES, ScheduleError,
                                             training_sigmas)
 from sdxl_ros.engine.schedulers import (canonical_scheduler_name, check_schedule,
                                         lcm_timesteps, make_scheduler, parse_sampler_name,

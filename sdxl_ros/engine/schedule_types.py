@@ -105,7 +105,7 @@ def _uniform(n, train):
 
 
 def _sgm_uniform(n, train):
-    """n + 1 timesteps evenly from sigma_max's to sigma_min's, the last dropped (trailing)."""
+    """Space n + 1 timesteps evenly from sigma_max's to sigma_min's; drop the last (trailing)."""
     start, end = sigma_to_t(np.array([train[-1], train[0]]), train)
     return np.append(t_to_sigma(np.linspace(start, end, n + 1)[:-1], train), 0.0)
 
@@ -122,7 +122,7 @@ def _exponential(n, train):
 
 
 def _polyexponential(n, train, rho=POLYEXPONENTIAL_RHO):
-    """A power `rho` of a ramp in log sigma (rho 1 = Exponential)."""
+    """Raise a ramp in log sigma to the power `rho` (rho 1 = Exponential)."""
     ramp = np.linspace(1, 0, n) ** rho
     low, high = math.log(train[0]), math.log(train[-1])
     return np.append(np.exp(ramp * (high - low) + low), 0.0)
@@ -136,7 +136,7 @@ def _kl_optimal(n, train):
 
 
 def _align_your_steps(n, train):
-    """SDXL's published 10-step sigmas, log-linearly interpolated to n values, then 0."""
+    """Interpolate the published SDXL 10-step sigmas log-linearly to n values, then 0."""
     published = np.array(AYS_SDXL_SIGMAS)
     if n == len(published):
         return np.append(published, 0.0)

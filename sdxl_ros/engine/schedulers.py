@@ -31,8 +31,8 @@ singlestep, second-order, stochastic DPM++ sampler) with no extra dependency.
 from dataclasses import dataclass, field
 import inspect
 
-from sdxl_ros.engine.schedule_types import (canonical_schedule_type, SCHEDULE_TYPES,
-                                            schedule_type_suffix)
+from sdxl_ros.engine.schedule_types import (canonical_schedule_type, schedule_type_suffix,
+                                            SCHEDULE_TYPES)
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def schedule_type_problem(sampler, schedule_type):
         return (f'unknown schedule_type {schedule_type!r}: use one of '
                 + ', '.join(SCHEDULE_TYPES) + ' (empty = Automatic)')
     if SAMPLERS[sampler].route == 'spacing' and label not in ('Automatic', 'SGM Uniform'):
-        return (f'sampler {sampler} cannot use schedule type {label}: diffusers\' '
+        return (f"sampler {sampler} cannot use schedule type {label}: diffusers' "
                 f'{SAMPLERS[sampler].class_name} takes no custom sigmas, only its own '
                 'timestep spacing (schedule types Automatic and SGM Uniform = trailing '
                 'spacing); use a k-diffusion sampler such as Euler or DPM++ 2M')

@@ -141,7 +141,7 @@ PARAMETERS = (
                   '(0 = off). Reloads the models when changed.', minimum=0, maximum=1000),
     ParameterSpec('default_schedule_type', '',
                   'A1111 schedule type for goals with an empty schedule_type: '
-                  + ', '.join(SCHEDULE_TYPES) + ' (empty = Automatic, the sampler\'s own '
+                  + ', '.join(SCHEDULE_TYPES) + " (empty = Automatic, the sampler's own "
                   'default; a "DPM++ 2M Karras"-style scheduler name sets it too).'),
 )
 
