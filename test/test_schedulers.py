@@ -162,3 +162,12 @@ def test_lms_needs_no_scipy_and_integrates_exactly():
     # Higher-order coefficients of one step sum to that width too (Lagrange basis sums to 1).
     total = sum(scheduler.get_lms_coefficient(3, 3, k) for k in range(3))
     assert total == pytest.approx(float(sigmas[4] - sigmas[3]), rel=1e-9)
+
+
+@pytest.mark.parametrize('steps', [2, 4, 8])
+def test_lcm_with_sgm_uniform_is_diffusers_own_lcm_schedule(steps):
+    # What the LCM authors' scheduler picks by itself: the schedule to use for LCM-LoRA.
+    import diffusers
+    theirs = diffusers.LCMScheduler.from_config(SDXL_SCHEDULER_CONFIG)
+    theirs.set_timesteps(steps)
+    assert lcm_timesteps('SGM Uniform', steps, TRAIN) == theirs.timesteps.tolist()
