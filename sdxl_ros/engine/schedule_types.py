@@ -10,6 +10,7 @@ k-diffusion's `get_sigmas_*` and `DiscreteSchedule` (time <-> sigma by linear in
 log sigma over the model's 1000 training sigmas).
 """
 
+import functools
 import math
 
 import numpy as np
@@ -159,7 +160,7 @@ def _ddim(n, train):
 
 def _beta(n, train, alpha=BETA_ALPHA, beta=BETA_BETA):
     """Lee et al. (2024): sigmas at the quantiles of a Beta(alpha, beta) distribution."""
-    points = [beta_ppf(q, alpha, beta) for q in 1 - np.linspace(0, 1, n)]
+    points = [beta_ppf(float(q), alpha, beta) for q in 1 - np.linspace(0, 1, n)]
     return np.append(train[0] + np.array(points) * (train[-1] - train[0]), 0.0)
 
 
@@ -257,20 +258,22 @@ def beta_cdf(x, a, b):
     return 1.0 - front * _beta_continued_fraction(1.0 - x, b, a) / b
 
 
+@functools.lru_cache(maxsize=4096)
 def beta_ppf(q, a, b):
     """
     Return x with I_x(a, b) = q (the Beta distribution's quantile), by bisection.
 
     Hand-written on purpose, as the LMS coefficients are: scipy.stats.beta.ppf is what A1111
-    calls, and scipy is a large dependency for a robot. The CDF is monotone, so 100 halvings
-    pin x to float64 precision.
+    calls, and scipy is a large dependency for a robot. The CDF is monotone, so 64 halvings
+    pin x to float64 precision; results are cached (a goal asks for the same ones several
+    times: plan, base, refiner).
     """
     if q <= 0.0:
         return 0.0
     if q >= 1.0:
         return 1.0
     low, high = 0.0, 1.0
-    for _ in range(100):
+    for _ in range(64):
         middle = 0.5 * (low + high)
         if beta_cdf(middle, a, b) < q:
             low = middle
