@@ -114,3 +114,31 @@ def test_cfg_1_with_the_refiner_is_one_pass_per_step_there_too(engine):
         refiner_calls.close()
     assert [b for b, _ in calls + refiner_calls.calls] == [1] * 5
     assert steps_reported(events) == (5, {5})
+
+
+def passthrough_backend(graph_module, _inputs):
+    """A torch.compile backend that compiles nothing (runs the traced graph as it is)."""
+    return graph_module.forward
+
+
+def test_few_step_goals_through_the_fast_path_match_plain_diffusers(engine):
+    """
+    The fast path (simulated on the CPU) leaves CFG-off, few-step goals as plain diffusers.
+
+    Fused QKV, channels_last and the compiled regions are applied and prepared; the graph
+    wrappers serve CPU calls eagerly (graphs need CUDA tensors), so whether batch-1
+    signatures are replayed from graphs is left to a GPU run.
+    """
+    from engine_fixtures import assert_images_close
+    from sdxl_ros.engine import AccelerationConfig
+    fast = tiny_engine(fast_path=True, acceleration=AccelerationConfig(
+        simulate_cuda=True, background_prepare=False, prepare_sizes=((64, 64),),
+        compile_backend=passthrough_backend))
+    fast.prepare_fast_path()
+    assert fast.accelerator.enabled
+    for fields in ({'scheduler': 'LCM', 'steps': 4}, {'scheduler': 'Euler', 'steps': 4,
+                                                      'schedule_type': 'SGM Uniform'}):
+        request = tiny_request(guidance_scale=1.0, refiner_switch=1.0, seed=5, **fields)
+        assert_images_close(fast.generate(request).images[0],
+                            engine.generate(request).images[0])
+    assert fast.accelerator.enabled
