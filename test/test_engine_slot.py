@@ -9,8 +9,8 @@ from engine_fixtures import TINY_LIMITS, tiny_request
 import pytest
 from sdxl_ros.engine import EngineConfig, ModelLoadError
 from sdxl_ros.engine.engine_slot import check_model_files, EngineSlot, NOT_SERVING
-from sdxl_ros.engine.request import Limits
 from sdxl_ros.engine.generation.engine import SdxlEngine
+from sdxl_ros.engine.request import Limits
 
 TINY = EngineConfig(base_model='tiny', refiner_model='tiny', device='cpu', limits=TINY_LIMITS)
 
