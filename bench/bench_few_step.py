@@ -8,9 +8,9 @@ Runs the engine (base only, refiner off, as few-step models are used) with:
   SDXL-Lightning), and 25 steps CFG 7 (DPM++ 2M, the classic setting);
 counts the base UNet's forward calls and the rows they process (CFG doubles the batch) with a
 forward pre-hook, times each image (--repeats after one warm-up image: the median, and the
-best, which a machine shared with other work distorts least) and prints the ratios. On the tiny preset on a CPU the UNet is a small part of an image (text encoders,
-VAE and Python overhead weigh more than on a GPU), so the time ratios understate what the
-step ratios promise on real weights; the UNet-row ratio is what carries over.
+best, which a machine shared with other work distorts least) and prints the ratios. On the
+tiny preset on a CPU the UNet is a smaller part of an image than on real weights (text
+encoders, VAE and Python overhead weigh more); the UNet-row ratio is what carries over.
 
   python3 bench/bench_few_step.py --out bench/results/cpu_vm_<date>_few_step.json
   python3 bench/bench_few_step.py --preset sdxl-random --device cuda --size 1024 --out ...

@@ -117,7 +117,7 @@ def test_cfg_1_with_the_refiner_is_one_pass_per_step_there_too(engine):
 
 
 def passthrough_backend(graph_module, _inputs):
-    """A torch.compile backend that compiles nothing (runs the traced graph as it is)."""
+    """Compile nothing: a torch.compile backend that runs the traced graph as it is."""
     return graph_module.forward
 
 
