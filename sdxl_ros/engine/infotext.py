@@ -91,11 +91,12 @@ def sampler_and_schedule_type(sampler_field, schedule_field):
 
 
 def format_infotext(request, seed, base_model_name='', refiner_model_name='', lora_hashes=(),
-                    emphasis='original'):
+                    emphasis='original', ti_hashes=()):
     """
     Return the A1111 `parameters` text for one image of `request` generated with `seed`.
 
-    `lora_hashes`: [(name, short hash)] of the prompt's LoRAs; `emphasis`: the mode used.
+    `lora_hashes`: [(name, short hash)] of the prompt's LoRAs; `emphasis`: the mode used;
+    `ti_hashes`: [(name, short hash)] of the textual-inversion embeddings the prompts used.
     """
     parsed = parse_sampler_name(request.scheduler)
     params = [
@@ -123,6 +124,9 @@ def format_infotext(request, seed, base_model_name='', refiner_model_name='', lo
             params.append(('Masked area padding', int(request.inpaint_full_res_padding)))
     if lora_hashes:
         params.append(('Lora hashes', _quote(', '.join(f'{n}: {h}' for n, h in lora_hashes))))
+    if ti_hashes:
+        params.append(('TI hashes', _quote(', '.join(
+            f'{n.replace(":", "").replace(",", "")}: {h}' for n, h in ti_hashes))))
     if emphasis and emphasis != DEFAULT_EMPHASIS:
         params.append(('Emphasis', _quote(emphasis.capitalize())))
     lines = [request.prompt]

@@ -31,6 +31,7 @@ from sdxl_ros.engine.generation.stages import run_goal
 from sdxl_ros.engine.lora_files import request_loras
 from sdxl_ros.engine.models.loading import load_models
 from sdxl_ros.engine.progress import Progress
+from sdxl_ros.engine.prompting.embeddings import embedding_widths, EmbeddingSet, matched_names
 from sdxl_ros.engine.prompting.lora import lora_target, LoraSet
 from sdxl_ros.engine.request import SEED_LIMIT, validate_request
 
@@ -65,6 +66,7 @@ class SdxlEngine:
         self._preparer = None
         self._lora_target = None
         self._loras = None
+        self._embeddings = None
         self._lock = threading.Lock()
         self._gate = GoalGate()
 
@@ -126,14 +128,15 @@ class SdxlEngine:
         device = self.config.device
         if device == 'auto':
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
-        if device == 'cuda' and not torch.cuda.is_available():
-            raise ModelLoadError('device cuda requested but PyTorch sees no CUDA GPU; '
+        cuda = torch.device(device).type == 'cuda'  # 'cuda' or 'cuda:N'
+        if cuda and not torch.cuda.is_available():
+            raise ModelLoadError(f'device {device} requested but PyTorch sees no CUDA GPU; '
                                  'use device cpu (slow) or auto')
         dtype = self.config.dtype
         if dtype == 'auto' and self.config.acceleration.precision == 'fp8':
             dtype = 'bfloat16'  # what torchao's row-wise FP8 quantisation takes
         elif dtype == 'auto':
-            dtype = 'float16' if device == 'cuda' else 'float32'
+            dtype = 'float16' if cuda else 'float32'
         return torch.device(device), getattr(torch, dtype)
 
     def load(self, on_progress=None):
@@ -167,6 +170,7 @@ class SdxlEngine:
         self._models = models
         self._lora_target = lora_target(models.base, models.refiner)
         self._loras = LoraSet(models.base)
+        self._embeddings = EmbeddingSet(embedding_widths(models.base))
         self._accelerate(models)
         if on_progress:
             on_progress(Progress(stage='loading', elapsed_sec=time.monotonic() - start))
@@ -187,9 +191,11 @@ class SdxlEngine:
                                                    self._device, self._dtype)
         if not accel.enabled or not self.config.acceleration.background_prepare:
             return
+        device = self._device
         self._preparer = BackgroundPreparer(
             accel, self._lock, self._gate, Yielded,
-            lambda error: switch_off(accel, 'preparing failed', error))
+            lambda error: switch_off(accel, 'preparing failed', error),
+            context=(lambda: torch.cuda.device(device)) if device.type == 'cuda' else None)
         accel.on_work = self._preparer.wake
         self._preparer.start()
 
@@ -294,6 +300,7 @@ class SdxlEngine:
         self._scheduler_configs = None
         self._lora_target = None
         self._loras = None
+        self._embeddings = None
         if self._accel is not None:
             self._accel.disable('unloaded')
             self._accel = None
@@ -379,9 +386,15 @@ class SdxlEngine:
         if self._models is None:
             raise EngineError('models are not loaded: call load() first')
         text, loras = request_loras(request, self.config.lora_dir, self._lora_target)
+        texts = [text, request.negative_prompt]
+        embeddings = self._embeddings.for_texts(texts, self.config.embeddings_dir)
+        models = self._models
+        ti_hashes = [(name, embeddings[name].file.short_hash) for name in matched_names(
+            models.base.tokenizer or models.base.tokenizer_2, embeddings, texts)]
         seed = request.seed if request.seed != -1 else random.randrange(
             SEED_LIMIT - request.num_images + 1)
-        return Goal(request=request, text=text, loras=loras,
+        return Goal(request=request, text=text, loras=loras, embeddings=embeddings,
+                    ti_hashes=ti_hashes,
                     emphasis=request.emphasis or self.config.emphasis, seed=seed,
                     started=started, fault_oom_at_step=self.config.fault_oom_at_step)
 
