@@ -75,6 +75,25 @@ def test_from_png_reads_the_infotext_and_flags_override(tmp_path):
         'a robot', 'blurry', 7, 64, 72, 'Euler', 5.0, 0.75, 9)
 
 
+def test_schedule_type_flag_and_a1111_png_with_a_schedule_type(tmp_path):
+    goal = build_goal(_args('a cat', '--scheduler', 'LCM', '--schedule-type', 'SGM Uniform'),
+                      _goal())
+    assert (goal.scheduler, goal.schedule_type) == ('LCM', 'SGM Uniform')
+    path = tmp_path / 'a1111.png'
+    save_png(path, np.zeros((8, 8, 3), np.uint8),
+             'a fox\nSteps: 4, Sampler: Euler, Schedule type: SGM Uniform, CFG scale: 1, '
+             'Seed: 3, Size: 1024x1024')
+    goal = build_goal(_args('--from-png', str(path)), _goal())
+    assert (goal.scheduler, goal.schedule_type, goal.steps, goal.guidance_scale) == (
+        'Euler', 'SGM Uniform', 4, 1.0)
+    old = tmp_path / 'old_a1111.png'
+    save_png(old, np.zeros((8, 8, 3), np.uint8),
+             'a fox\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 3, '
+             'Size: 1024x1024')
+    goal = build_goal(_args('--from-png', str(old)), _goal())
+    assert (goal.scheduler, goal.schedule_type) == ('DPM++ 2M', 'Karras')
+
+
 def test_missing_prompt_or_infotext_is_a_usage_error(tmp_path):
     with pytest.raises(RequestError, match='prompt'):
         build_goal(_args(), _goal())

@@ -258,7 +258,8 @@ def test_cli_writes_png_with_infotext(tmp_path):
     assert run.returncode == 0, run.stderr
     text = read_png_parameters(out)
     assert text.startswith('a robot\n')
-    assert 'Steps: 4, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 7, Size: 64x64' in text
+    assert ('Steps: 4, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 7, '
+            'Size: 64x64') in text
     from PIL import Image
     assert Image.open(out).size == (64, 64)
 

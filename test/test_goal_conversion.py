@@ -82,7 +82,7 @@ def test_progress_to_feedback():
                  elapsed_sec=3.5, eta_sec=4.25), GenerateImage.Feedback())
     assert _fields(feedback) == {'stage': 'refiner', 'queue_position': 0, 'step': 25,
                                  'total_steps': 30, 'image_index': 1, 'elapsed_sec': 3.5,
-                                 'eta_sec': 4.25}
+                                 'eta_sec': 4.25, 'device': ''}  # the runner names the device
 
 
 def test_feedback_seconds_are_float32():

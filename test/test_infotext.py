@@ -18,7 +18,8 @@ def test_format_matches_a1111_layout():
     text = format_infotext(BASE, 123, 'sd_xl_base_1.0', 'sd_xl_refiner_1.0')
     assert text == (
         'a robot\nNegative prompt: blurry\n'
-        'Steps: 30, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 123, Size: 1024x768, '
+        'Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 123, '
+        'Size: 1024x768, '
         'Model: sd_xl_base_1.0, Refiner: sd_xl_refiner_1.0, Refiner switch at: 0.8')
 
 
@@ -48,7 +49,9 @@ def test_round_trip_exact(prompt, negative):
 def test_round_trip_with_reported_seed():
     request = replace(BASE, seed=-1, num_images=3)
     parsed = parse_infotext(format_infotext(request, 4242, 'b', 'r'))
-    assert parsed == replace(request, seed=4242, num_images=1)
+    # "DPM++ 2M Karras" is written as A1111 1.9+ writes it: sampler and schedule type.
+    assert parsed == replace(request, seed=4242, num_images=1, scheduler='DPM++ 2M',
+                             schedule_type='Karras')
 
 
 def test_model_names_quoted_and_recoverable():
@@ -62,7 +65,7 @@ def test_parse_newer_a1111_schedule_type():
     text = ('a cat\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 5, '
             'Seed: 9, Size: 512x512, Model hash: abc, Model: x')
     request = parse_infotext(text)
-    assert request.scheduler == 'DPM++ 2M Karras'
+    assert (request.scheduler, request.schedule_type) == ('DPM++ 2M', 'Karras')
     assert (request.steps, request.guidance_scale, request.seed) == (20, 5.0, 9)
     assert (request.width, request.height) == (512, 512)
 
@@ -95,7 +98,7 @@ def test_a1111_infotext_without_refiner_means_base_only():
             'Model: sd_xl_base_1.0, Version: v1.10.1')
     request = parse_infotext(text)
     assert request.refiner_switch == 1.0
-    assert request.scheduler == 'DPM++ 2M Karras'
+    assert (request.scheduler, request.schedule_type) == ('DPM++ 2M', 'Karras')
     with_refiner = parse_infotext(text.replace(
         'Version', 'Refiner: sd_xl_refiner_1.0 [7440042bbd], Refiner switch at: 0.7, Version'))
     assert with_refiner.refiner_switch == 0.7
@@ -113,3 +116,39 @@ def test_emphasis_lora_hashes_and_prompt_syntax_round_trip():
     assert parse_infotext_fields(text)[2]['Lora hashes'] == 'detail: 0123456789ab'
     default = format_infotext(request, 9, 'b', 'r', emphasis='original')
     assert 'Emphasis' not in default and parse_infotext(default).emphasis == ''
+
+
+def test_old_a1111_png_with_a_karras_sampler_name_reads_as_sampler_and_type():
+    text = ('a fox\nSteps: 25, Sampler: DPM++ 2M SDE Karras, CFG scale: 6, Seed: 3, '
+            'Size: 1024x1024, Model: sd_xl_base_1.0')
+    request = parse_infotext(text)
+    assert (request.scheduler, request.schedule_type) == ('DPM++ 2M SDE', 'Karras')
+    assert 'Sampler: DPM++ 2M SDE, Schedule type: Karras, CFG' in format_infotext(
+        validate_request(request), 3)
+
+
+@pytest.mark.parametrize('sampler, schedule_type, written', [
+    ('DPM++ 2M', '', 'Karras'),          # A1111 writes the type Automatic resolved to
+    ('DPM++ 2M SDE', 'automatic', 'Exponential'),
+    ('Euler a', '', 'Automatic'),        # no type of its own: A1111 keeps "Automatic"
+    ('Euler', 'sgm_uniform', 'SGM Uniform'),
+    ('LCM', 'SGM Uniform', 'SGM Uniform'),
+    ('DDIM', '', 'Automatic'),
+])
+def test_schedule_type_written_as_a1111_writes_it_and_read_back(
+        sampler, schedule_type, written):
+    request = validate_request(replace(BASE, scheduler=sampler, schedule_type=schedule_type))
+    text = format_infotext(request, 123, 'b', 'r')
+    assert f'Sampler: {sampler}, Schedule type: {written}, CFG scale' in text
+    parsed = parse_infotext(text)
+    assert parsed.scheduler == sampler
+    assert validate_request(parsed).schedule_type in (request.schedule_type, written)
+
+
+def test_a1111_19_infotext_with_sgm_uniform_round_trips_exactly():
+    text = ('a robot\nSteps: 4, Sampler: Euler, Schedule type: SGM Uniform, CFG scale: 1, '
+            'Seed: 42, Size: 1024x1024, Model: sdxl_lightning_4step, Refiner switch at: 1')
+    request = validate_request(parse_infotext(text))
+    assert (request.scheduler, request.schedule_type, request.steps,
+            request.guidance_scale) == ('Euler', 'SGM Uniform', 4, 1.0)
+    assert format_infotext(request, 42, 'sdxl_lightning_4step') == text

@@ -24,7 +24,9 @@ GOAL_FIELDS = {'prompt', 'negative_prompt', 'width', 'height', 'steps', 'guidanc
                # ROS topic the node subscribes to for one frame, never a file.
                'init_image', 'init_image_topic', 'denoising_strength', 'resize_mode',
                'mask_image', 'mask_blur', 'inpaint_full_res', 'inpaint_full_res_padding',
-               'omit_result_images'}
+               'omit_result_images',
+               # a name looked up in a fixed table (schedule_types.SCHEDULE_TYPES), never a file
+               'schedule_type'}
 NODE_FILE_NAME = re.compile(r'^\d{8}-\d{6}-\d{3}-\d+-\d+\.png$')
 
 
@@ -73,6 +75,9 @@ def test_path_like_prompts_write_only_inside_output_dir(ros_client, node, root):
         served += len(response.result.images)
     response = finish(ros_client.send_goal(action, prompt='x', scheduler='../../etc/passwd'))
     assert_refused(response, 'unknown scheduler')
+    response = finish(ros_client.send_goal(action, prompt='x',
+                                           schedule_type='../../etc/passwd'))
+    assert_refused(response, 'unknown schedule_type')
     new = (_files(root) | _files(node.workdir)) - before
     written = [p for p in new if p.parent == root / 'out']
     assert sorted(new) == sorted(written), f'files outside output_dir: {new - set(written)}'

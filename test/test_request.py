@@ -85,9 +85,15 @@ def test_steps_limit_configurable():
         validate_request(replace(OK, steps=21), Limits(max_steps=20))
 
 
-@pytest.mark.parametrize('value', [0.99, 30.5, -1.0])
+@pytest.mark.parametrize('value', [30.5, -1.0, -0.01])
 def test_guidance_bounds(value):
-    check_refused('guidance_scale .* use 1..30', guidance_scale=value)
+    check_refused('guidance_scale .* use 0..30', guidance_scale=value)
+
+
+@pytest.mark.parametrize('value', [0.0, 0.5, 1.0])
+def test_guidance_at_most_one_is_allowed(value):
+    # Few-step models run without CFG; diffusers skips it for any scale <= 1.
+    assert validate_request(replace(OK, guidance_scale=value)).guidance_scale == value
 
 
 @pytest.mark.parametrize('value', [float('nan'), float('inf')])
@@ -135,14 +141,58 @@ def test_seed_must_be_integer():
     check_refused('seed must be an integer', seed=1.5)
 
 
-@pytest.mark.parametrize('name', ['Euler', 'euler', 'EULER A', 'dpm++ 2m  karras', 'ddim'])
+@pytest.mark.parametrize('name', ['Euler', 'euler', 'EULER A', 'ddim', 'lcm', 'dpm++ 2s a'])
 def test_scheduler_case_insensitive(name):
     canonical = validate_request(replace(OK, scheduler=name)).scheduler
     assert canonical.lower() == ' '.join(name.split()).lower()
 
 
+@pytest.mark.parametrize('name, sampler, schedule_type', [
+    ('dpm++ 2m  karras', 'DPM++ 2M', 'Karras'),
+    ('DPM++ 2M SDE Karras', 'DPM++ 2M SDE', 'Karras'),
+    ('Euler SGM Uniform', 'Euler', 'SGM Uniform'),
+    ('Euler sgm_uniform', 'Euler', 'SGM Uniform'),
+    ('DPM++ 2M', 'DPM++ 2M', 'Automatic'),
+])
+def test_old_names_with_a_schedule_type_are_split(name, sampler, schedule_type):
+    request = validate_request(replace(OK, scheduler=name))
+    assert (request.scheduler, request.schedule_type) == (sampler, schedule_type)
+
+
+def test_explicit_schedule_type_wins_over_a_name_suffix():
+    request = validate_request(replace(OK, scheduler='DPM++ 2M Karras',
+                                       schedule_type='exponential'))
+    assert (request.scheduler, request.schedule_type) == ('DPM++ 2M', 'Exponential')
+
+
 def test_unknown_scheduler_lists_known_names():
     check_refused("unknown scheduler 'DPM fast'.*Euler a", scheduler='DPM fast')
+
+
+def test_restart_is_refused_with_the_reason():
+    check_refused("unknown scheduler 'Restart': Restart .* has no diffusers scheduler.*LCM",
+                  scheduler='Restart')
+
+
+def test_unknown_schedule_type_lists_the_types():
+    check_refused("unknown schedule_type 'Warp'.*Karras, Exponential.*SGM Uniform.*Beta",
+                  schedule_type='Warp')
+
+
+def test_schedule_type_a_sampler_cannot_use_is_refused_naming_both():
+    check_refused('sampler DDIM cannot use schedule type Karras.*Automatic and SGM Uniform',
+                  scheduler='DDIM', schedule_type='karras')
+    assert validate_request(replace(OK, scheduler='DDIM', schedule_type='SGM Uniform'))
+
+
+def test_step_count_a_schedule_cannot_give_is_refused():
+    # A1111's DDIM schedule takes every (1000 // 7)-th noise level: 8 of them, not 7.
+    check_refused('schedule type DDIM gives 8 steps, not 7.*exactly: .*8, 9, 10',
+                  scheduler='Euler', schedule_type='DDIM', steps=7)
+    check_refused('Align Your Steps at 1 step.*starts at sigma 0.029',
+                  scheduler='Euler', schedule_type='Align Your Steps', steps=1)
+    check_refused('LCM .* runs two steps at the same timestep', scheduler='LCM', steps=60)
+    assert validate_request(replace(OK, scheduler='Euler', schedule_type='DDIM', steps=8))
 
 
 @pytest.mark.parametrize('count', [0, 9, -1])

@@ -38,7 +38,7 @@ GOAL_FLAGS = (
     ('--refiner-switch', 'refiner_switch', float,
      'fraction of the steps done by the base, (0, 1]; 1 = base only (0 = default)'),
     ('--seed', 'seed', int, 'seed of the first image; -1 = random (default)'),
-    ('--scheduler', 'scheduler', str, 'sampler, e.g. "DPM++ 2M Karras", "Euler a"'),
+    ('--scheduler', 'scheduler', str, 'sampler, e.g. "DPM++ 2M", "Euler a", "LCM"'),
     ('--num-images', 'num_images', int, 'how many images (seeds seed, seed+1, ...)'),
     ('--init-topic', 'init_image_topic', str,
      'img2img from the next frame of this camera topic (sensor_msgs/Image)'),
@@ -49,6 +49,9 @@ GOAL_FLAGS = (
     ('--mask-blur', 'mask_blur', int, 'inpainting: mask edge blur in pixels (default 4)'),
     ('--inpaint-padding', 'inpaint_full_res_padding', int,
      'with --inpaint-full-res: pixels around the mask (default 32)'),
+    ('--schedule-type', 'schedule_type', str,
+     'A1111 schedule type, e.g. "Karras", "SGM Uniform", "Align Your Steps" (empty = '
+     'Automatic)'),
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

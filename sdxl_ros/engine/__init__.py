@@ -15,7 +15,8 @@ image i with seed + i, reports Progress at least once per denoising step and onc
 turns torch OOM into OutOfMemory after freeing caches.
 
 Rooms: this top level is torch-free (request, config, errors, result, progress, infotext,
-png_io, prompt_parser, step_plan, schedulers, presets, model_files, lora_files, engine_slot);
+png_io, prompt_parser, step_plan, schedulers, schedule_types, presets, model_files,
+lora_files, engine_slot);
 the ROS layer imports only these (test/test_layers.py pins it). The torch side lives in
 `generation/` (SdxlEngine and its stages), `models/` (loading), `prompting/` (chunking,
 encoding, LoRA application) and `fast_path/` (compile, CUDA graphs, preparation); each of

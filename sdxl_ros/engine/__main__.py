@@ -15,6 +15,7 @@ import sdxl_ros.engine as engine_package
 from sdxl_ros.engine import EngineConfig, EngineError, PRESETS
 from sdxl_ros.engine.png_io import output_paths, save_png
 from sdxl_ros.engine.request import GenerationRequest, Limits, RequestError
+from sdxl_ros.engine.schedule_types import SCHEDULE_TYPES
 from sdxl_ros.engine.schedulers import SCHEDULER_NAMES
 
 _DEFAULTS = GenerationRequest(prompt='')
@@ -55,6 +56,8 @@ def build_parser():
     gen.add_argument('--scheduler', default=_DEFAULTS.scheduler,
                      help='one of: ' + ', '.join(SCHEDULER_NAMES))
     gen.add_argument('--num-images', type=int, default=1)
+    gen.add_argument('--schedule-type', default='',
+                     help='one of: ' + ', '.join(SCHEDULE_TYPES) + ' (empty = Automatic)')
     parser.add_argument('--out', default='sdxl.png',
                         help='output PNG; with several images, -1, -2 ... are appended')
     return parser
@@ -79,7 +82,8 @@ def main(argv=None):
                       width=args.width or default_side, height=args.height or default_side,
                       steps=args.steps, guidance_scale=args.guidance_scale,
                       refiner_switch=args.refiner_switch, seed=args.seed,
-                      scheduler=args.scheduler, num_images=args.num_images)
+                      scheduler=args.scheduler, num_images=args.num_images,
+                      schedule_type=args.schedule_type)
     try:
         engine = engine_package.SdxlEngine(config)   # imports torch; checks the libraries
         engine.load()

@@ -7,7 +7,7 @@ Layout (as AUTOMATIC1111's web UI writes it)::
 
     <prompt, may span lines>
     Negative prompt: <negative prompt, may span lines>     (omitted when empty)
-    Steps: 30, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 123, Size: 1024x1024, ...
+    Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 123, ...
 
 Values holding a comma, colon or newline are written as JSON strings, as A1111 does. As in
 A1111, `Refiner:` appears only when a refiner ran (a file without it is re-generated base
@@ -21,6 +21,8 @@ import json
 import re
 
 from sdxl_ros.engine.request import GenerationRequest, RequestError
+from sdxl_ros.engine.schedule_types import canonical_schedule_type
+from sdxl_ros.engine.schedulers import parse_sampler_name, SAMPLERS
 
 #: Shown for inpainting with inpaint_full_res (A1111's "Inpaint area" radio labels).
 _ONLY_MASKED = 'Only masked'
@@ -56,6 +58,38 @@ def _number(value):
     return str(int(value)) if value.is_integer() else repr(value)
 
 
+def written_schedule_type(sampler, schedule_type):
+    """
+    Return the `Schedule type` A1111 writes: Automatic becomes the sampler's default, if any.
+
+    A1111 1.9+ writes the type it resolved ("DPM++ 2M" + Automatic -> Karras) and keeps
+    "Automatic" for samplers whose default is the model's own spacing (Euler, DDIM, ...).
+    """
+    parsed = parse_sampler_name(sampler)
+    label = canonical_schedule_type(schedule_type) or schedule_type
+    if parsed is not None:
+        sampler, suffix = parsed
+        if label == 'Automatic':
+            label = suffix or SAMPLERS[sampler].default_type or 'Automatic'
+    return label
+
+
+def sampler_and_schedule_type(sampler_field, schedule_field):
+    """
+    Read `Sampler` and `Schedule type` as A1111 does: a pre-1.9 name carries its type.
+
+    "DPM++ 2M Karras" without a `Schedule type` gives ('DPM++ 2M', 'Karras'); an unknown
+    sampler is kept as written (validation refuses it with the reason).
+    """
+    parsed = parse_sampler_name(sampler_field)
+    if parsed is None:
+        return sampler_field, schedule_field or ''
+    sampler, suffix = parsed
+    if schedule_field and canonical_schedule_type(schedule_field) != 'Automatic':
+        return sampler, canonical_schedule_type(schedule_field) or schedule_field
+    return sampler, suffix or 'Automatic'
+
+
 def format_infotext(request, seed, base_model_name='', refiner_model_name='', lora_hashes=(),
                     emphasis='original', ti_hashes=(), pad_conds=False):
     """
@@ -65,9 +99,12 @@ def format_infotext(request, seed, base_model_name='', refiner_model_name='', lo
     `pad_conds`: pad_cond_uncond padded the prompt or negative (A1111's `Pad conds: True`).
     `ti_hashes`: [(name, short hash)] of the textual-inversion embeddings the prompts used.
     """
+    parsed = parse_sampler_name(request.scheduler)
     params = [
         ('Steps', request.steps),
-        ('Sampler', _quote(request.scheduler)),
+        ('Sampler', _quote(parsed[0] if parsed else request.scheduler)),
+        ('Schedule type', _quote(written_schedule_type(request.scheduler,
+                                                       request.schedule_type))),
         ('CFG scale', _number(request.guidance_scale)),
         ('Seed', int(seed)),
         ('Size', f'{request.width}x{request.height}'),
@@ -158,9 +195,10 @@ def parse_infotext(text):
 
     Missing fields take the request defaults, except that a file without `Refiner:` means
     no refiner (refiner_switch 1.0, as A1111 drops empty fields) and one without `Emphasis:`
-    leaves emphasis '' (the engine's configured mode, `original` by default); newer A1111
-    files that write the Karras schedule as `Schedule type: Karras` map back to our
-    'X Karras' sampler names. The init image and mask are not in the text: see
+    leaves emphasis '' (the engine's configured mode, `original` by default). `Sampler` and
+    `Schedule type` are read as A1111 1.9+ reads them (older files' "DPM++ 2M Karras" is
+    sampler DPM++ 2M with schedule type Karras). The init image and mask are not in the text:
+    see
     `needs_init_image` / `needs_mask`.
     """
     if not isinstance(text, str) or not text.strip():
@@ -168,10 +206,8 @@ def parse_infotext(text):
     prompt, negative, params = parse_infotext_fields(text)
     defaults = GenerationRequest(prompt='')
     width, height = _field(params, 'Size', _size, (defaults.width, defaults.height))
-    scheduler = params.get('Sampler', defaults.scheduler)
-    schedule_type = params.get('Schedule type', '')
-    if schedule_type.lower() == 'karras' and not scheduler.endswith('Karras'):
-        scheduler = f'{scheduler} Karras'
+    scheduler, schedule_type = sampler_and_schedule_type(
+        params.get('Sampler', defaults.scheduler), params.get('Schedule type', ''))
     return replace(
         defaults,
         prompt=prompt,
@@ -193,6 +229,7 @@ def parse_infotext(text):
         inpaint_full_res_padding=_field(params, 'Masked area padding', int,
                                         defaults.inpaint_full_res_padding),
         emphasis=params.get('Emphasis', '').strip().lower(),
+        schedule_type=schedule_type,
     )
 
 

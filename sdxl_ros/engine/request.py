@@ -16,7 +16,9 @@ from typing import Optional
 import numpy as np
 
 from sdxl_ros.engine.prompt_parser import extract_loras, PromptSyntaxError, strip_comments
-from sdxl_ros.engine.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
+from sdxl_ros.engine.schedule_types import ScheduleError
+from sdxl_ros.engine.schedulers import (parse_sampler_name, schedule_problem,
+                                        unknown_sampler_message)
 
 #: Largest seed + 1: seeds are unsigned 32-bit as in A1111.
 SEED_LIMIT = 2 ** 32
@@ -31,8 +33,9 @@ MAX_MASK_BLUR = 64
 DEFAULT_INPAINT_PADDING = 32
 MAX_INPAINT_PADDING = 256
 
-#: Guidance (CFG) bounds. 1.0 turns classifier-free guidance off; above 30 images burn out.
-MIN_GUIDANCE = 1.0
+#: Guidance (CFG) bounds. At 1.0 or below classifier-free guidance is off (one UNet pass per
+#: step, what few-step models want); above 30 images burn out.
+MIN_GUIDANCE = 0.0
 MAX_GUIDANCE = 30.0
 
 #: Emphasis modes (A1111's names, lower case); '' in a request = the engine's configured one.
@@ -75,6 +78,8 @@ class GenerationRequest:
     inpaint_full_res: bool = False
     inpaint_full_res_padding: int = DEFAULT_INPAINT_PADDING
     emphasis: str = ''
+    #: A1111 schedule type ('' or 'Automatic' = the sampler's default; see schedule_types).
+    schedule_type: str = ''
 
 
 @dataclass(frozen=True)
@@ -236,13 +241,39 @@ def _check_prompt_tags(prompt, negative):
         raise RequestError(str(error)) from None
 
 
+def _check_sampler(request, steps):
+    """
+    Return (sampler, schedule type label) of a request, or raise RequestError with the reason.
+
+    A pre-1.9 A1111 name ("DPM++ 2M Karras") is split into sampler and schedule type; its
+    suffix applies when schedule_type is empty or Automatic (an explicit type wins).
+    """
+    if not isinstance(request.scheduler, str):
+        raise RequestError(f'scheduler must be a string, got {request.scheduler!r}')
+    if not isinstance(request.schedule_type, str):
+        raise RequestError(f'schedule_type must be a string, got {request.schedule_type!r}')
+    parsed = parse_sampler_name(request.scheduler)
+    if parsed is None:
+        raise RequestError(unknown_sampler_message(request.scheduler))
+    sampler, suffix = parsed
+    schedule_type = request.schedule_type
+    if ' '.join(schedule_type.split()).lower() in ('', 'automatic') and suffix:
+        schedule_type = suffix
+    try:
+        label = schedule_problem(sampler, schedule_type, steps)
+    except ScheduleError as error:
+        raise RequestError(str(error)) from None
+    return sampler, label
+
+
 def validate_request(request, limits=None):
     """
     Check every field of `request` and return the normalised request.
 
     With an init image, width/height 0 become its size fitted into the limits; the resize mode
     becomes its A1111 label. Normalisation: prompts lose surrounding whitespace and control
-    characters other than tab/newline, the scheduler name becomes its canonical spelling,
+    characters other than tab/newline, the scheduler name becomes its canonical A1111 sampler
+    name and schedule_type its A1111 label (a name such as "DPM++ 2M Karras" is split),
     guidance and switch are rounded to float32 precision (7 significant digits).
     Raises `RequestError` naming the field, the bad value and what is allowed.
     """
@@ -268,7 +299,7 @@ def validate_request(request, limits=None):
     if not MIN_GUIDANCE <= guidance <= MAX_GUIDANCE:
         raise RequestError(
             f'guidance_scale {guidance} is out of range: use {MIN_GUIDANCE:g}..{MAX_GUIDANCE:g}'
-            ' (1 turns guidance off, 5-9 is usual)')
+            ' (1 or less turns guidance off, as few-step models want; 5-9 is usual)')
     switch = _check_float(request.refiner_switch, 'refiner_switch')
     if not 0.0 < switch <= 1.0:
         raise RequestError(
@@ -287,17 +318,12 @@ def validate_request(request, limits=None):
             raise RequestError(
                 f'seed {seed} with num_images {num_images} runs past {SEED_LIMIT - 1} '
                 f'(image i uses seed + i): use a seed of at most {SEED_LIMIT - num_images}')
-    if not isinstance(request.scheduler, str):
-        raise RequestError(f'scheduler must be a string, got {request.scheduler!r}')
-    scheduler = canonical_scheduler_name(request.scheduler)
-    if scheduler is None:
-        raise RequestError(
-            f'unknown scheduler {request.scheduler!r}: use one of '
-            + ', '.join(SCHEDULER_NAMES))
+    scheduler, schedule_type = _check_sampler(request, steps)
     if request.emphasis not in ('',) + EMPHASIS_MODES:
         raise RequestError(f'emphasis {request.emphasis!r} is unknown: use one of '
                            + ', '.join(EMPHASIS_MODES))
     return replace(
         request, prompt=prompt, negative_prompt=negative, width=width, height=height,
         steps=steps, guidance_scale=guidance, refiner_switch=switch, seed=seed,
-        scheduler=scheduler, num_images=num_images, **init_changes)
+        scheduler=scheduler, schedule_type=schedule_type, num_images=num_images,
+        **init_changes)

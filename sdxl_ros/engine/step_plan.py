@@ -9,7 +9,7 @@ match the cut the diffusers pipelines make from `denoising_end` / `denoising_sta
 
 from dataclasses import dataclass
 
-from sdxl_ros.engine.schedulers import make_scheduler
+from sdxl_ros.engine.schedulers import check_schedule, make_scheduler
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,8 @@ def img2img_strength(strength, steps, a1111_count=True):
     return min(1.0, (count + 0.5) / steps)
 
 
-def plan_steps(scheduler_name, scheduler_config, steps, switch, has_refiner, strength=1.0):
+def plan_steps(scheduler_name, scheduler_config, steps, switch, has_refiner, strength=1.0,
+               schedule_type='Automatic'):
     """
     Predict the base/refiner split exactly as diffusers will cut the schedule.
 
@@ -68,10 +69,12 @@ def plan_steps(scheduler_name, scheduler_config, steps, switch, has_refiner, str
     count each model evaluation, as the pipelines' loops do). If either side would get no
     step, the base runs the whole schedule alone. With `strength` < 1 (img2img) the base
     starts where diffusers' img2img does, int(steps * strength) steps before the end, and
-    `switch` must already be `img2img_switch(strength, ...)`.
+    `switch` must already be `img2img_switch(strength, ...)`. The schedule type's sigmas
+    are checked to be the ones the scheduler holds (`check_schedule`).
     """
-    base = make_scheduler(scheduler_name, scheduler_config)
+    base = make_scheduler(scheduler_name, scheduler_config, schedule_type)
     base.set_timesteps(steps)
+    check_schedule(base, steps)
     timesteps = [int(t) for t in base.timesteps]
     if strength < 1.0:
         # As diffusers' StableDiffusionXLImg2ImgPipeline.get_timesteps.
@@ -82,7 +85,7 @@ def plan_steps(scheduler_name, scheduler_config, steps, switch, has_refiner, str
     train_steps = base.config.num_train_timesteps
     cutoff = int(round(train_steps - switch * train_steps))
     base_steps = sum(1 for t in timesteps if t >= cutoff)
-    refiner = make_scheduler(scheduler_name, scheduler_config)
+    refiner = make_scheduler(scheduler_name, scheduler_config, schedule_type)
     refiner.set_timesteps(steps)
     refiner_steps = int(sum(1 for t in refiner.timesteps if int(t) < cutoff))
     if refiner.order == 2 and refiner_steps % 2 == 0:

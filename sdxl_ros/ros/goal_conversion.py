@@ -94,6 +94,7 @@ def goal_to_request(goal, params, frame=None):
         inpaint_full_res=bool(getattr(goal, 'inpaint_full_res', False)),
         inpaint_full_res_padding=int(getattr(goal, 'inpaint_full_res_padding',
                                              DEFAULT_INPAINT_PADDING)),
+        schedule_type=getattr(goal, 'schedule_type', '') or params.default_schedule_type,
     )
 
 
@@ -139,6 +140,7 @@ def request_to_goal(request, goal):
     goal.mask_blur = int(request.mask_blur)
     goal.inpaint_full_res = bool(request.inpaint_full_res)
     goal.inpaint_full_res_padding = int(request.inpaint_full_res_padding)
+    goal.schedule_type = request.schedule_type
     return goal
 
 

@@ -19,6 +19,7 @@ from sdxl_ros.engine.config import (AccelerationConfig, DEVICES, DTYPES, EngineC
 from sdxl_ros.engine.devices import parse_devices
 from sdxl_ros.engine.request import (DEFAULT_DENOISING_STRENGTH, EMPHASIS_MODES, Limits,
                                      MAX_GUIDANCE, MIN_GUIDANCE)
+from sdxl_ros.engine.schedule_types import canonical_schedule_type, SCHEDULE_TYPES
 from sdxl_ros.engine.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
 
 
@@ -103,7 +104,8 @@ PARAMETERS = (
                   'Fraction of the steps done by the base for goals with refiner_switch 0 '
                   '(1.0 = base only).', minimum=0.0, maximum=1.0),
     ParameterSpec('default_scheduler', 'DPM++ 2M Karras',
-                  'Sampler for goals with an empty scheduler: ' + ', '.join(SCHEDULER_NAMES)),
+                  'Sampler for goals with an empty scheduler: ' + ', '.join(SCHEDULER_NAMES)
+                  + ' (older names with a schedule type, "DPM++ 2M Karras", are accepted).'),
     ParameterSpec('default_negative_prompt', '',
                   'Negative prompt for goals with an empty negative_prompt.'),
     ParameterSpec('default_denoising_strength', DEFAULT_DENOISING_STRENGTH,
@@ -156,6 +158,10 @@ PARAMETERS = (
                   '[cuda:0, cuda:1] (cpu:0, cpu:1, ... are engines on the CPU); each device '
                   'is checked (exists, models fit) at configure. Unset = one engine on '
                   'device. Read at start-up only.', read_only=True),
+    ParameterSpec('default_schedule_type', '',
+                  'A1111 schedule type for goals with an empty schedule_type: '
+                  + ', '.join(SCHEDULE_TYPES) + " (empty = Automatic, the sampler's own "
+                  'default; a "DPM++ 2M Karras"-style scheduler name sets it too).'),
 )
 
 #: Test hooks: declared only when the process runs under the test harness (node_process.py
@@ -255,6 +261,9 @@ def check_parameters(params, check_models=True):
     if canonical_scheduler_name(params.default_scheduler) is None:
         problems.append(f'default_scheduler {params.default_scheduler!r} is unknown: use one '
                         'of ' + ', '.join(SCHEDULER_NAMES))
+    if canonical_schedule_type(params.default_schedule_type) is None:
+        problems.append(f'default_schedule_type {params.default_schedule_type!r} is unknown: '
+                        'use one of ' + ', '.join(SCHEDULE_TYPES))
     if params.min_side > params.max_side:
         problems.append(f'min_side {params.min_side} is larger than max_side {params.max_side}')
     try:

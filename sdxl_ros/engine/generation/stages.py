@@ -65,7 +65,8 @@ def prepare(engine, goal):
     goal.strength = handed_strength(request, goal.prepared, engine.config.a1111_img2img_steps)
     goal.switch = img2img_switch(goal.strength, request.refiner_switch)
     goal.plan = plan_steps(request.scheduler, engine.scheduler_configs['base'], request.steps,
-                           goal.switch, models.refiner is not None, goal.strength)
+                           goal.switch, models.refiner is not None, goal.strength,
+                           request.schedule_type)
     goal.clock = ProgressClock(goal.plan.total, request.num_images, goal.started)
     goal.init_latents = None
     if goal.prepared is not None:
@@ -129,7 +130,8 @@ def denoise(engine, goal, image, generator, role, latents=None):
     image.stage = role
     engine.enter_stage(role)
     pipeline = engine.pipeline(goal.kind, role)
-    pipeline.scheduler = make_scheduler(request.scheduler, engine.scheduler_configs[role])
+    pipeline.scheduler = make_scheduler(request.scheduler, engine.scheduler_configs[role],
+                                        request.schedule_type)
     prompts = encode_prompts(engine, goal, image, role, pipeline.scheduler.order)    # 3
     with prompts.installed(pipeline.unet):
         if role == 'base':
