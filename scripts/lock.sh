@@ -38,6 +38,9 @@ compile() {
   local profile="$1" tags="$2"
   shift 2
   local out="${locks}/${profile}.txt"
+  # The old lock as the output file: uv keeps its pins where they still satisfy the inputs,
+  # so adding one package does not move every other.
+  if [ -f "${out}" ]; then grep -v '^#' "${out}" >"${out}.new"; else rm -f "${out}.new"; fi
   (cd "${req}" && uv pip compile --quiet --generate-hashes --no-header --annotation-style line \
     "$@" -o "${out}.new")
   {
