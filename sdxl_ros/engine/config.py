@@ -93,6 +93,8 @@ class EngineConfig:
     emphasis) or `none` (literal text); a request may override it.
     lora_dir: folder with the LoRA files `<lora:NAME:WEIGHT>` tags name (NAME.safetensors);
     empty = no LoRAs.
+    controlnet_dir: folder with the ControlNets goals name (before model_dir); empty =
+    model_dir only.
     fault_oom_at_step: test hook; at this 1-based step of every image the engine raises an
     out-of-memory error as torch would (0 = off).
     """
@@ -111,6 +113,7 @@ class EngineConfig:
     lora_dir: str = ''
     limits: Limits = field(default_factory=Limits)
     fault_oom_at_step: int = 0
+    controlnet_dir: str = ''
 
     def __post_init__(self):
         """Refuse unknown choices early, with the allowed values."""

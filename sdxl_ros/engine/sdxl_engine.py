@@ -62,6 +62,7 @@ class SdxlEngine:
         self._preparer = None
         self._lora_target = None
         self._loras = None
+        self._controlnets = None
         self._lock = threading.Lock()
         self._gate = GoalGate()
 
@@ -152,6 +153,8 @@ class SdxlEngine:
         from sdxl_ros.engine.lora import lora_target, LoraSet
         self._lora_target = lora_target(models.base, models.refiner)
         self._loras = LoraSet(models.base)
+        from sdxl_ros.engine.controlnet import ControlNetSet
+        self._controlnets = ControlNetSet(models.base.unet, device, dtype)
         self._accelerate(models)
         if on_progress:
             on_progress(Progress(stage='loading', elapsed_sec=time.monotonic() - start))
@@ -285,6 +288,7 @@ class SdxlEngine:
         self._scheduler_configs = None
         self._lora_target = None
         self._loras = None
+        self._controlnets = None
         if self._accel is not None:
             self._accel.disable('unloaded')
             self._accel = None
@@ -402,6 +406,7 @@ class SdxlEngine:
         plan = plan_steps(request.scheduler, self._scheduler_configs['base'], request.steps,
                           switch, models.refiner is not None, strength)
         clock = ProgressClock(plan.total, request.num_images, started)
+        control_files, units = self._control_units(request)
         result = GenerationResult()
         init_latents = None
         if prepared is not None:
@@ -412,7 +417,7 @@ class SdxlEngine:
                                preview_every)
             generator = torch.Generator('cpu').manual_seed(image_seed)
             latents = self._denoise(request, plan, generator, state, switch,
-                                    (init_latents, prepared), text, emphasis)
+                                    (init_latents, prepared), text, emphasis, units)
             state.check_cancel()
             state.report('decoding', plan.total)
             decode_start = time.monotonic()
@@ -426,17 +431,34 @@ class SdxlEngine:
             result.infotexts.append(format_infotext(
                 request, image_seed, models.base_name,
                 models.refiner_name if plan.uses_refiner else '', lora_hashes=lora_hashes,
-                emphasis=emphasis))
+                emphasis=emphasis, control_hashes=[f.short_hash for f in control_files]))
         result.elapsed_sec = clock.elapsed()
         return result
 
-    def _denoise(self, request, plan, generator, state, switch, init, text, emphasis):
+    def _control_units(self, request):
+        """Return (ControlNetFiles, PreparedUnits) of the request's ControlNet units."""
+        if not request.control:
+            return [], []
+        from sdxl_ros.engine.controlnet_files import request_controlnets
+        files = request_controlnets(request, self.config.controlnet_dir, self.config.model_dir,
+                                    self._lora_target.cross_attention_dim)
+        unet = self._models.base.unet
+        cfg = request.guidance_scale > 1 and unet.config.time_cond_proj_dim is None
+        units = self._controlnets.prepare(request, files, request.width, request.height, cfg)
+        if units and self._accel is not None and self._accel.enabled:
+            LOG.info('ControlNet goal: its controlled base steps run eagerly (the fast '
+                     "path's CUDA graphs take no ControlNet residuals)")
+        return files, units
+
+    def _denoise(self, request, plan, generator, state, switch, init, text, emphasis,
+                 units=()):
         """
         Run base (and refiner) to latents; stops early when cancelled.
 
         `init` is (init latents, PreparedInit) for img2img/inpainting, else (None, None);
         `switch` is where the base hands over, as a fraction of the whole schedule; `text`
-        is the prompt without its LoRA tags, read with `emphasis`.
+        is the prompt without its LoRA tags, read with `emphasis`; `units` are the
+        ControlNet units (controlnet.PreparedUnit) the base pass runs with.
         """
         from sdxl_ros.engine.prompts import encode_base, encode_refiner
         from sdxl_ros.engine.schedulers import make_scheduler
@@ -462,8 +484,10 @@ class SdxlEngine:
             inputs = {'width': request.width, 'height': request.height}
         else:
             inputs = {'image': init_latents, 'strength': request.denoising_strength}
-        latents = base(denoising_end=switch if plan.uses_refiner else None,
-                       **inputs, **base_embeds.as_kwargs(), **common).images
+        from sdxl_ros.engine.controlnet import controlled
+        with controlled(base.unet, units, lambda: state.step / plan.total):
+            latents = base(denoising_end=switch if plan.uses_refiner else None,
+                           **inputs, **base_embeds.as_kwargs(), **common).images
         if not plan.uses_refiner:
             return latents
         state.check_cancel()

@@ -27,6 +27,8 @@ class Admission:
         self.refusal = refusal
         self.ticket = ticket
         self.init_topic = ''
+        #: [(unit index, topic)] of the ControlNet units that take their image from a topic.
+        self.control_topics = []
         self.stop_reason = ''
         self.cancel = threading.Event()
         self.goal_handle = None
@@ -74,8 +76,8 @@ class GoalRunner:
         if goal_handle.is_cancel_requested or admission.stop_reason:
             return self._end_before_run(goal_handle, admission)
         try:
-            if admission.init_topic:
-                ended = self._take_init_frame(goal_handle, admission, params)
+            if admission.init_topic or admission.control_topics:
+                ended = self._take_frames(goal_handle, admission, params)
                 if ended is not None:
                     return ended
             return self._generate(goal_handle, admission, params)
@@ -86,25 +88,42 @@ class GoalRunner:
         except EngineError as error:  # ModelLoadError, OutOfMemory, ...
             return self._abort(goal_handle, str(error))
 
-    def _take_init_frame(self, goal_handle, admission, params):
-        """Wait for the goal's init_image_topic frame; None when it came, else the result."""
-        goal_handle.publish_feedback(
-            progress_to_feedback(Progress(stage='init_image'), GenerateImage.Feedback()))
-        frame, problem = self._take_frame(
-            admission.init_topic, params.init_image_timeout_sec,
-            lambda: goal_handle.is_cancel_requested or bool(admission.stop_reason))
-        if frame is None and not problem:
-            if goal_handle.is_cancel_requested:
-                goal_handle.canceled()
-                return GenerateImage.Result(
-                    message='cancelled while waiting for the init image; nothing was generated')
-            return self._abort(goal_handle,
-                               f'{admission.stop_reason} while waiting for the init image')
-        if frame is None:
-            return self._abort(goal_handle, f'refused: init_image_topic: {problem}')
+    def _take_frames(self, goal_handle, admission, params):
+        """
+        Take the init_image_topic frame and the ControlNet units' frames, in that order.
+
+        Returns None when all came (the request is validated again with them), else the
+        result of the goal (refused, cancelled or stopped while waiting).
+        """
+        waits = ([('init_image', 'init_image_topic', 'the init image', None,
+                   admission.init_topic)] if admission.init_topic else [])
+        waits += [('control_image', f'control[{index}].image_topic',
+                   f'the control image of unit {index}', index, topic)
+                  for index, topic in admission.control_topics]
+        init_frame, control_frames = None, {}
+        for stage, field, what, index, topic in waits:
+            goal_handle.publish_feedback(
+                progress_to_feedback(Progress(stage=stage), GenerateImage.Feedback()))
+            frame, problem = self._take_frame(
+                topic, params.init_image_timeout_sec,
+                lambda: goal_handle.is_cancel_requested or bool(admission.stop_reason))
+            if frame is None and not problem:
+                if goal_handle.is_cancel_requested:
+                    goal_handle.canceled()
+                    return GenerateImage.Result(
+                        message=f'cancelled while waiting for {what}; nothing was generated')
+                return self._abort(goal_handle,
+                                   f'{admission.stop_reason} while waiting for {what}')
+            if frame is None:
+                return self._abort(goal_handle, f'refused: {field}: {problem}')
+            if index is None:
+                init_frame = frame
+            else:
+                control_frames[index] = frame
         # A bad frame raises RequestError, which run() turns into a refusal.
         admission.request = validate_request(
-            goal_to_request(goal_handle.request, params, frame), params.limits())
+            goal_to_request(goal_handle.request, params, init_frame, control_frames),
+            params.limits())
         return None
 
     def _generate(self, goal_handle, admission, params):

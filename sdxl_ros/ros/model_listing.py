@@ -4,6 +4,7 @@
 
 from pathlib import Path
 
+from sdxl_ros.engine.controlnet_files import list_controlnets as _list_controlnets
 from sdxl_ros.engine.lora_files import list_loras as _list_loras
 from sdxl_ros.engine.presets import PRESETS
 
@@ -50,3 +51,8 @@ def _is_model(path):
 def list_loras(lora_dir):
     """Return the LoRA names in lora_dir (file stems, as <lora:NAME:...> tags use them)."""
     return _list_loras(lora_dir)
+
+
+def list_controlnets(controlnet_dir, model_dir):
+    """Return the ControlNet names in controlnet_dir and model_dir, then the presets."""
+    return _list_controlnets(controlnet_dir, model_dir)

@@ -30,13 +30,14 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sdxl_ros.action import GenerateImage
 from sdxl_ros.engine.engine_slot import check_model_files, EngineSlot
 from sdxl_ros.engine.request import RequestError
+from sdxl_ros.ros.control_units import control_topics
 from sdxl_ros.ros.diagnostics import (diagnostics_problem, DiagnosticsTimer, GoalCounters,
                                       Health)
 from sdxl_ros.ros.goal_conversion import admit_goal
 from sdxl_ros.ros.goal_runner import Admission, GoalRunner
 from sdxl_ros.ros.goal_scheduler import GoalScheduler, TICK_SEC
 from sdxl_ros.ros.init_frame import wait_for_frame
-from sdxl_ros.ros.model_listing import list_loras, list_models
+from sdxl_ros.ros.model_listing import list_controlnets, list_loras, list_models
 from sdxl_ros.ros.node_parameters import check_parameters, RELOAD_PARAMETERS
 from sdxl_ros.ros.parameter_descriptors import declare_parameters, read_parameters
 from sdxl_ros.ros.publishing import Publishing
@@ -211,6 +212,7 @@ class SdxlNode(LifecycleNode):
             return Admission(refusal=f'refused: {error}')
         admission = self._scheduler.reserve(request)
         admission.init_topic = topic
+        admission.control_topics = control_topics(goal)
         return admission
 
     def _on_accepted(self, goal_handle):
@@ -256,6 +258,7 @@ class SdxlNode(LifecycleNode):
         response.models, response.model_dir = list_models(params.model_dir)
         response.base_model, response.refiner_model = params.base_model, params.refiner_model
         response.loras = list_loras(params.lora_dir)
+        response.controlnets = list_controlnets(params.controlnet_dir, params.model_dir)
         return response
 
 

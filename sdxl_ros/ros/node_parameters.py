@@ -137,6 +137,13 @@ PARAMETERS = (
     ParameterSpec('fault_oom_at_step', 0,
                   'Test hook: raise an out-of-memory error at this step of every image '
                   '(0 = off). Reloads the models when changed.', minimum=0, maximum=1000),
+    ParameterSpec('controlnet_dir', '',
+                  'Folder with the ControlNets that goals name in control[].model (diffusers '
+                  'folders or .safetensors files; listed by ~/list_models); empty = model_dir '
+                  'only. The preset tiny needs no file.'),
+    ParameterSpec('max_control_units', 3,
+                  'Most ControlNet units one goal may use (A1111 shows 3 by default); each '
+                  'unit adds a ControlNet pass per step.', minimum=0, maximum=16),
 )
 
 #: Parameters whose change means the models must be loaded again.
@@ -185,6 +192,8 @@ class NodeParameters:
     jpeg_quality: int
     output_dir: str
     fault_oom_at_step: int
+    controlnet_dir: str
+    max_control_units: int
 
     @classmethod
     def defaults(cls):
@@ -199,7 +208,8 @@ class NodeParameters:
     def limits(self):
         """Return the request limits goals are validated against."""
         return Limits(min_side=self.min_side, max_side=self.max_side,
-                      max_steps=self.max_steps, max_images=self.max_images)
+                      max_steps=self.max_steps, max_images=self.max_images,
+                      max_control_units=self.max_control_units)
 
     def engine_config(self):
         """Return the engine configuration these values describe."""
@@ -209,7 +219,7 @@ class NodeParameters:
             dtype=self.dtype, memory_mode=self.memory_mode, vae_tiling=self.vae_tiling,
             fast_path=self.fast_path, acceleration=self.acceleration(), limits=self.limits(),
             fault_oom_at_step=self.fault_oom_at_step, emphasis=self.emphasis,
-            lora_dir=self.lora_dir)
+            lora_dir=self.lora_dir, controlnet_dir=self.controlnet_dir)
 
     def sizes_to_prepare(self):
         """Return prepare_sizes as (width, height) pairs (ValueError names a bad entry)."""
