@@ -376,7 +376,7 @@ def validate_control_unit(unit, index):
     if not 0.0 <= start < end <= 1.0:
         raise RequestError(
             f'{name}: guidance_start {start} and guidance_end {end} must satisfy '
-            '0 <= start < end <= 1 (fractions of the base steps where control applies)')
+            '0 <= start < end <= 1 (fractions of the steps where control applies)')
     low = _check_float(unit.canny_low_threshold, f'{name}.canny_low_threshold')
     high = _check_float(unit.canny_high_threshold, f'{name}.canny_high_threshold')
     if module == 'canny' and not CANNY_RANGE[0] <= low <= high <= CANNY_RANGE[1]:
