@@ -2,7 +2,7 @@
 # Licensed under the Apache License, Version 2.0
 """ControlNet in the engine: tiny preset ControlNets (built from the tiny UNet), CPU, offline."""
 
-from engine_fixtures import tiny_engine, tiny_request
+from engine_fixtures import tiny_engine, TINY_LIMITS, tiny_request
 import numpy as np
 import pytest
 
@@ -19,7 +19,7 @@ def engine():
 
 
 def depth_frame(height=48, width=80):
-    """A synthetic 16UC1 frame: a near box (0.8 m) before a far wall (3 m), with holes."""
+    """Return a synthetic 16UC1 frame: a near box (0.8 m) before a far wall (3 m), with holes."""
     depth = np.full((height, width), 3000, np.uint16)
     depth[12:36, 20:50] = 800
     depth[0:4, :] = 0
@@ -131,13 +131,7 @@ def test_control_map_resize_modes():
 
 
 def validated(control_unit):
-    return validate_request(tiny_request(control=(control_unit,)),
-                            tiny_request().__class__ and None or _limits()).control[0]
-
-
-def _limits():
-    from engine_fixtures import TINY_LIMITS
-    return TINY_LIMITS
+    return validate_request(tiny_request(control=(control_unit,)), TINY_LIMITS).control[0]
 
 
 def test_unknown_and_foreign_controlnets_are_refused(engine, tmp_path):

@@ -47,7 +47,7 @@ def raw_msg(**fields):
 
 
 def depth_msg(height=48, width=64):
-    """A 16UC1 frame: a near box (0.8 m) before a far wall (3 m), with a row of holes."""
+    """Return a 16UC1 frame: a near box (0.8 m) before a far wall (3 m), with a row of holes."""
     depth = np.full((height, width), 3000, '<u2')
     depth[10:30, 16:40] = 800
     depth[0, :] = 0
@@ -134,7 +134,7 @@ def _other_type_topic(ros_client):
     return topic, publisher
 
 
-FLOAT_FRAME = dict(height=2, width=2, encoding='32FC1', step=8, data=b'\0' * 16)
+FLOAT_FRAME = {'height': 2, 'width': 2, 'encoding': '32FC1', 'step': 8, 'data': b'\0' * 16}
 
 # (id, units, words the refusal names)
 BAD = [

@@ -79,7 +79,7 @@ def control_map(unit, width, height):
 
 
 def _tiny(base_unet, union=False):
-    """A ControlNet made from the tiny base UNet, its zero convs given seeded random weights."""
+    """Build a ControlNet from the tiny base UNet, its zero convs given seeded random weights."""
     import torch
     from diffusers import ControlNetModel, ControlNetUnionModel
     cls = ControlNetUnionModel if union else ControlNetModel

@@ -3,19 +3,18 @@
 """
 ControlNet models on disk: find them by name, check they fit the SDXL base, hash them.
 
-A ControlNet is a diffusers folder (config.json of a ControlNetModel or ControlNetUnionModel
-next to its weights) or a single .safetensors file, looked up in `controlnet_dir` and then
-`model_dir`; the preset `tiny` and `tiny-union` need no file (tests). No torch here: config.json or the
-safetensors header tells the text width the ControlNet's cross-attention reads (2048 for
-SDXL base; 768 for SD 1.x, 1024 for SD 2.x, 1280 for the refiner) and whether it is a union
-model. Infotext names a model `name [hash]` with the short hash A1111 shows for model files
-(sha256 of the 64 KiB at offset 1 MiB, 8 hex digits).
+A ControlNet is a diffusers folder (config.json of a ControlNetModel or
+ControlNetUnionModel next to its weights) or a single .safetensors file, looked up in
+`controlnet_dir` and then `model_dir`; the presets `tiny` and `tiny-union` need no file
+(tests). No torch here: config.json or the safetensors header tells the text width the
+ControlNet's cross-attention reads (2048 for SDXL base; 768 for SD 1.x, 1024 for SD 2.x, 1280
+for the refiner) and whether it is a union model. Infotext names a model `name [hash]` with
+the short hash A1111 shows for model files (sha256 of the 64 KiB at offset 1 MiB, 8 hex digits).
 """
 
 from dataclasses import dataclass
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from sdxl_ros.engine.request import RequestError
