@@ -139,3 +139,21 @@ def test_unknown_and_foreign_controlnets_are_refused(engine, tmp_path):
         engine.generate(tiny_request(control=(unit(model='nope'),)))
     with pytest.raises(ControlNetError, match='union ControlNets'):
         engine.generate(tiny_request(control=(unit(control_type='Depth'),)))
+    picture = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ControlNetError, match='module none implies no control type'):
+        engine.generate(tiny_request(control=(unit(model='tiny-union', module='none',
+                                                   image=picture),)))
+
+
+def test_controlnets_are_kept_while_goals_use_them(engine):
+    from sdxl_ros.engine.controlnet import ControlNetSet
+    from sdxl_ros.engine.controlnet_files import ControlNetFile
+    held = ControlNetSet(engine.base_pipeline.unet, engine.device, engine.dtype)
+    tiny, union = ControlNetFile('tiny', ''), ControlNetFile('tiny-union', '', is_union=True)
+    first = held.use([tiny])
+    assert held.use([tiny, union])[0] is first[0]  # not loaded again
+    assert held.loaded == ['tiny', 'tiny-union']
+    held.use([union])
+    assert held.loaded == ['tiny-union']
+    held.use([])
+    assert held.loaded == []

@@ -191,3 +191,37 @@ def test_bad_units_are_refused_and_the_node_keeps_serving(ros_client, node, unit
     _, after = ros_client.generate(node.name_of('generate'), prompt='the next goal', steps=1)
     assert_served(after)
     assert node.alive
+
+
+def _cli(node, *argv, timeout=120):
+    import subprocess
+    import sys
+    from ros_harness import client_executable
+    command = [sys.executable, str(client_executable()), '--action',
+               node.name_of('generate'), '--quiet', *argv]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_control_and_from_png_reproduce_the_picture(node, tmp_path):
+    """--control with a 16-bit depth PNG; --from-png asks for it again and gets the same image."""
+    from PIL import Image as PilImage
+    from sdxl_ros.engine.png_io import read_png_parameters
+    depth = np.full((48, 64), 3000, np.uint16)
+    depth[10:30, 16:40] = 800
+    PilImage.fromarray(depth).save(tmp_path / 'depth.png')
+    out, again = tmp_path / 'out.png', tmp_path / 'again.png'
+    done = _cli(node, 'a room', '--seed', '3', '--width', '64', '--height', '64', '--output',
+                str(out), '--control',
+                f'depth_metric:{tmp_path / "depth.png"}:model=tiny:weight=0.7:end=0.8')
+    assert done.returncode == 0, done.stderr
+    text = read_png_parameters(out)
+    assert 'ControlNet 0: "Module: depth_metric, Model: tiny, Weight: 0.7, ' in text
+    assert 'Guidance End: 0.8, ' in text
+    missing = _cli(node, '--from-png', str(out), '--output', str(again))
+    assert missing.returncode == 2
+    assert 'used 1 ControlNet unit(s) (0: depth_metric with tiny)' in missing.stderr
+    done = _cli(node, '--from-png', str(out), '--output', str(again), '--control',
+                f':{tmp_path / "depth.png"}')
+    assert done.returncode == 0, done.stderr
+    assert np.array_equal(np.asarray(PilImage.open(again)), np.asarray(PilImage.open(out)))
+    assert read_png_parameters(again) == text

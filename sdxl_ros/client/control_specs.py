@@ -13,7 +13,9 @@ control type), low, high (canny thresholds). Example:
     --control depth_metric:/camera/depth/image_raw:model=xl_depth:weight=0.8
     --control canny:sketch.png:model=xl_canny:low=50:high=150
 
-A depth_metric file is a 16-bit PNG in millimetres (what depth cameras save).
+A depth_metric file is a 16-bit PNG in millimetres (what depth cameras save). With
+--from-png, one --control per unit of the PNG gives its picture or topic; MODULE may then be
+left empty (`--control :depth.png`) and keys override the PNG's settings.
 """
 
 from pathlib import Path

@@ -33,6 +33,7 @@ import logging
 import numpy as np
 
 from sdxl_ros.engine.control_images import canny_map, preprocess, to_rgb
+from sdxl_ros.engine.controlnet_files import MODULE_TYPES
 from sdxl_ros.engine.errors import ModelLoadError
 from sdxl_ros.engine.request import CONTROL_MODES, UNION_CONTROL_TYPES
 
@@ -43,8 +44,6 @@ SOFT_BASE = 0.825
 SOFT_TOP = 12
 #: A1111 label -> diffusers VaeImageProcessor.resize mode (the same three as img2img).
 _RESIZE = {'Just Resize': 'default', 'Crop and Resize': 'crop', 'Resize and Fill': 'fill'}
-#: Union control type a module implies when the unit names none.
-_MODULE_TYPES = {'depth': 'Depth', 'depth_metric': 'Depth', 'canny': 'Hard Edge'}
 #: Seed of the tiny preset ControlNets' random zero-conv weights (deterministic tests).
 TINY_SEED = 21
 
@@ -165,7 +164,7 @@ class ControlNetSet:
             cond = cond.to(self._device, self._dtype).repeat(batch, 1, 1, 1)
             union_type = -1
             if found.is_union:
-                label = unit.control_type or _MODULE_TYPES.get(unit.module, 'Depth')
+                label = unit.control_type or MODULE_TYPES[unit.module]
                 union_type = UNION_CONTROL_TYPES.index(label)
             mode = CONTROL_MODES.index(unit.control_mode)
             units.append(PreparedUnit(

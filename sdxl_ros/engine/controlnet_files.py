@@ -27,6 +27,8 @@ _WEIGHT_FILES = ('diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model
 # Key fragments that only ControlNet files hold (diffusers and original layouts).
 _CONTROL_KEYS = ('controlnet_cond_embedding.', 'control_model.', 'input_hint_block.')
 _UNION_KEYS = ('task_embedding', 'control_add_embedding', 'control_type_proj')
+#: Union control type a module implies when a unit names none.
+MODULE_TYPES = {'depth': 'Depth', 'depth_metric': 'Depth', 'canny': 'Hard Edge'}
 
 
 class ControlNetError(RequestError):
@@ -173,7 +175,8 @@ def request_controlnets(request, controlnet_dir, model_dir, cross_attention_dim=
     """
     Return the ControlNetFile of each unit of a validated request, or raise ControlNetError.
 
-    Also refuses a union control_type on a plain ControlNet. The node's admission passes
+    Also refuses a union control_type on a plain ControlNet, and a union ControlNet whose
+    type neither the unit nor its module says. The node's admission passes
     `with_hash` False (names, kinds and widths only); the engine hashes.
     """
     files = []
@@ -184,5 +187,9 @@ def request_controlnets(request, controlnet_dir, model_dir, cross_attention_dim=
             raise ControlNetError(f'control[{index}].control_type {unit.control_type!r} is for '
                                   f'union ControlNets; {unit.model!r} is a plain one: leave '
                                   'control_type empty')
+        if found.is_union and not unit.control_type and unit.module not in MODULE_TYPES:
+            raise ControlNetError(f'control[{index}]: {unit.model!r} is a union ControlNet and '
+                                  f'module {unit.module} implies no control type: set '
+                                  'control_type (Depth, Hard Edge, Soft Edge, ...)')
         files.append(found)
     return files

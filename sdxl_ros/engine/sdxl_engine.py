@@ -438,6 +438,7 @@ class SdxlEngine:
     def _control_units(self, request):
         """Return (ControlNetFiles, PreparedUnits) of the request's ControlNet units."""
         if not request.control:
+            self._controlnets.use([])  # kept while goals use them
             return [], []
         from sdxl_ros.engine.controlnet_files import request_controlnets
         files = request_controlnets(request, self.config.controlnet_dir, self.config.model_dir,
