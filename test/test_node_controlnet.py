@@ -125,6 +125,17 @@ def test_two_units_and_weight_zero(ros_client, node):
     assert bytes(zero.result.images[0].data) == bytes(plain.result.images[0].data)
 
 
+def test_cancel_while_waiting_for_a_control_frame(ros_client, node):
+    from action_msgs.msg import GoalStatus
+    run = ros_client.send_goal(node.name_of('generate'), **GOAL,
+                               control=[unit(image_topic=topic_name())])
+    assert run.wait_feedback(lambda fb: fb.stage == 'control_image', 30), run.stages()
+    run.cancel()
+    response = run.result(30)
+    assert response.status == GoalStatus.STATUS_CANCELED
+    assert 'waiting for the control image of unit 0' in response.result.message
+
+
 def _other_type_topic(ros_client):
     """Publish std_msgs/String on a fresh topic and wait until it is in the graph."""
     from std_msgs.msg import String
