@@ -153,7 +153,7 @@ def _preimport():
     from diffusers.loaders import single_file_utils  # noqa: F401
     from transformers import CLIPTextModel, CLIPTextModelWithProjection  # noqa: F401
     from sdxl_ros.engine import SdxlEngine  # noqa: F401
-    from sdxl_ros.engine import loading  # noqa: F401
+    from sdxl_ros.engine.models import loading  # noqa: F401
 
 
 def _init_device(args):
@@ -181,8 +181,8 @@ def phase_make(args, _save):
 def child_make(args):
     """Write the preset as single files (built where the engine would build it)."""
     import torch
-    from sdxl_ros.engine import tokenizers as toks
-    from sdxl_ros.engine.loading import load_models
+    from sdxl_ros.engine.models import tokenizers as toks
+    from sdxl_ros.engine.models.loading import load_models
     from single_file_export import save_single_file
     paths, tok_dir = _paths(args)
     os.makedirs(os.path.dirname(paths['base']), exist_ok=True)
@@ -211,7 +211,7 @@ def child_load(args):
     cuda = _init_device(args)
     _preimport()
     gc.collect()
-    from sdxl_ros.engine.memory import module_bytes
+    from sdxl_ros.engine.generation.memory import module_bytes
     reference = _file_bytes(args)
     start = time.perf_counter()
     with Sampler(cuda) as sampler:
@@ -244,8 +244,8 @@ def _stock_load(args):
     """Load as before this change: diffusers' pipeline from_single_file, then .to()."""
     import torch
     from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
-    from sdxl_ros.engine import tokenizers as toks
-    from sdxl_ros.engine.resources import model_config_dir
+    from sdxl_ros.engine.models import tokenizers as toks
+    from sdxl_ros.engine.models.resources import model_config_dir
     paths, tok_dir = _paths(args)
     dtype = torch.float16 if args.device == 'cuda' else torch.float32
     names = ('sdxl-base', 'sdxl-refiner') if args.preset != 'tiny' else ('tiny-base',
@@ -268,7 +268,7 @@ def child_mode(args):
     """In a fresh process: load in `args.mode`, then one image per tiling under each cap."""
     import torch
     from sdxl_ros.engine import OutOfMemory, SdxlEngine
-    from sdxl_ros.engine.memory import release_cached_memory
+    from sdxl_ros.engine.generation.memory import release_cached_memory
     cuda = _init_device(args)
     _preimport()
     reference = _file_bytes(args)

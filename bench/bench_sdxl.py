@@ -168,7 +168,7 @@ def make_request(args, steps=None, size=None):
 def load_stock(args):
     """Build the stock diffusers pipelines on the preset's weights (as the engine does)."""
     import torch
-    from sdxl_ros.engine.loading import load_models
+    from sdxl_ros.engine.models.loading import load_models
     config = make_config(args, fast_path=False)
     dtype = torch.float16 if args.device == 'cuda' else torch.float32
     models = load_models(config, torch.device(args.device), dtype)
@@ -319,7 +319,7 @@ def phase_stock_eager(args, state):
 
     vae = base.vae
     vae.to(torch.float32)  # stock upcasts the fp16-unsafe VAE for every decode
-    from sdxl_ros.engine.decoding import decode_latents
+    from sdxl_ros.engine.generation.decoding import decode_latents
     figures.update(time_loop(args, base, refiner, lambda lat: decode_latents(vae, lat)))
 
     def vae_decode(latents):
@@ -435,7 +435,7 @@ def phase_ours(args, state):
             vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)
 
     def encode():
-        from sdxl_ros.engine.prompts import encode_base, encode_refiner
+        from sdxl_ros.engine.prompting.encoding import encode_base, encode_refiner
         device = torch.device(args.device)
         embeds = encode_base(base, PROMPT, '', args.cfg, device)
         encode_refiner(base, refiner, embeds, PROMPT, '', args.cfg, device)
@@ -720,7 +720,7 @@ def _drop_page_cache():
 def phase_checkpoint(args, state):
     """Write sdxl-random as single files, then: raw read of the bytes vs engine load."""
     from sdxl_ros.engine import SdxlEngine
-    from sdxl_ros.engine import tokenizers as toks
+    from sdxl_ros.engine.models import tokenizers as toks
     from single_file_export import save_single_file
     folder = os.path.join(args.work_dir, 'checkpoints')
     os.makedirs(folder, exist_ok=True)

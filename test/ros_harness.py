@@ -125,9 +125,11 @@ class NodeProcess:
             '-r', f'__ns:={self.namespace}', '-r', f'__node:={self.name}']
         for path in self.params_files + [str(params_file)]:
             command += ['--params-file', path]
+        # The node's test hooks (e.g. fault_oom_at_step) exist only under this harness.
+        env = dict(os.environ if self.env is None else self.env, SDXL_ROS_TEST_HOOKS='1')
         self._log = open(self.log_path, 'w')
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=self.env)
+                                        stdin=subprocess.DEVNULL, env=env)
         return self
 
     @property

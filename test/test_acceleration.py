@@ -22,11 +22,13 @@ import numpy as np
 import pytest
 
 from sdxl_ros.engine import AccelerationConfig, EngineConfig, ModelLoadError
-from sdxl_ros.engine.acceleration import (accelerate_pipelines, compile_regions, decide, Facts,
-                                          GraphedEncoder, GraphedUNet, precision_problem,
-                                          uncompile_regions, unet_key, Yielded)
 from sdxl_ros.engine.config import parse_size, STANDARD_SIZES
-from sdxl_ros.engine.preparation import BackgroundPreparer, GoalGate
+from sdxl_ros.engine.fast_path.accelerator import Yielded
+from sdxl_ros.engine.fast_path.applying import accelerate_pipelines
+from sdxl_ros.engine.fast_path.compiling import compile_regions, uncompile_regions
+from sdxl_ros.engine.fast_path.decision import decide, Facts, precision_problem
+from sdxl_ros.engine.fast_path.graphs import GraphedEncoder, GraphedUNet, unet_key
+from sdxl_ros.engine.fast_path.preparation import BackgroundPreparer, GoalGate
 import torch
 
 GPU = Facts(device_type='cuda', capability=(9, 0))

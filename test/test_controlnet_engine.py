@@ -6,7 +6,7 @@ from engine_fixtures import tiny_engine, TINY_LIMITS, tiny_request
 import numpy as np
 import pytest
 
-from sdxl_ros.engine.controlnet import control_map, ControlHook
+from sdxl_ros.engine.conditioning.controlnet import control_map, ControlHook
 from sdxl_ros.engine.controlnet_files import ControlNetError
 from sdxl_ros.engine.infotext import parse_infotext
 from sdxl_ros.engine.request import ControlUnitRequest, validate_request
@@ -146,7 +146,7 @@ def test_unknown_and_foreign_controlnets_are_refused(engine, tmp_path):
 
 
 def test_controlnets_are_kept_while_goals_use_them(engine):
-    from sdxl_ros.engine.controlnet import ControlNetSet
+    from sdxl_ros.engine.conditioning.controlnet import ControlNetSet
     from sdxl_ros.engine.controlnet_files import ControlNetFile
     held = ControlNetSet(engine.base_pipeline.unet, engine.device, engine.dtype)
     tiny, union = ControlNetFile('tiny', ''), ControlNetFile('tiny-union', '', is_union=True)

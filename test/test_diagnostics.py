@@ -24,7 +24,7 @@ def _health(**changes):
 def test_levels_follow_the_health():
     pytest.importorskip('diagnostic_msgs')
     from diagnostic_msgs.msg import DiagnosticStatus
-    from sdxl_ros.engine.memory import MemoryReport
+    from sdxl_ros.engine.generation.memory import MemoryReport
     from sdxl_ros.ros.diagnostics import health_status
     gib = 1024 ** 3
     plenty = MemoryReport('cuda:0', 13 * gib, 10 * gib, 24 * gib, 14 * gib, 23 * gib)

@@ -274,7 +274,7 @@ def test_cli_reports_errors(tmp_path):
 
 def test_nan_decode_is_refused_not_published(engine):
     import torch
-    from sdxl_ros.engine.decoding import decode_latents
+    from sdxl_ros.engine.generation.decoding import decode_latents
     latents = torch.full((1, 4, 8, 8), float('nan'))
     with pytest.raises(EngineError, match='NaN'):
         decode_latents(engine.base_pipeline.vae, latents)

@@ -8,8 +8,8 @@ from engine_fixtures import assert_images_close, tiny_engine, tiny_request
 import pytest
 
 from sdxl_ros.engine import EngineConfig, ModelLoadError, SdxlEngine
-from sdxl_ros.engine import tokenizers as toks
-from sdxl_ros.engine.resources import model_config_dir, resource_dir
+from sdxl_ros.engine.models import tokenizers as toks
+from sdxl_ros.engine.models.resources import model_config_dir, resource_dir
 from single_file_export import save_single_file, single_file_state_dict
 import torch
 
@@ -219,7 +219,7 @@ def test_export_skips_fused_projections(tmp_path):
 
 def test_checkpoint_reader_matches_safetensors(checkpoints):
     from safetensors.torch import load_file
-    from sdxl_ros.engine.loading import CheckpointReader
+    from sdxl_ros.engine.models.checkpoint_reader import CheckpointReader
     path = checkpoints / 'tiny_base.safetensors'
     expected = load_file(str(path))
     got = CheckpointReader(path).read(('',), 'cpu')
@@ -233,7 +233,7 @@ def test_checkpoint_reader_matches_safetensors(checkpoints):
 # Runs in a fresh process: reads a checkpoint and reports the RSS high-water mark it added.
 _RSS_CHILD = """
 import sys
-from sdxl_ros.engine.loading import CheckpointReader
+from sdxl_ros.engine.models.checkpoint_reader import CheckpointReader
 import torch
 def status(key):
     for line in open('/proc/self/status'):

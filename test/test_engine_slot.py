@@ -8,7 +8,8 @@ import threading
 from engine_fixtures import TINY_LIMITS, tiny_request
 import pytest
 from sdxl_ros.engine import EngineConfig, ModelLoadError
-from sdxl_ros.engine.engine_slot import check_model_files, EngineSlot
+from sdxl_ros.engine.engine_slot import check_model_files, EngineSlot, NOT_SERVING
+from sdxl_ros.engine.generation.engine import SdxlEngine
 from sdxl_ros.engine.request import Limits
 
 TINY = EngineConfig(base_model='tiny', refiner_model='tiny', device='cpu', limits=TINY_LIMITS)
@@ -84,6 +85,7 @@ def test_a_failed_load_reports_why_and_the_next_use_tries_again(tmp_path):
 def test_configure_does_not_wait_for_a_running_generation():
     slot = EngineSlot()
     slot.configure(TINY)
+    assert slot.load() == ''
     changed = threading.Event()
     with slot.engine():
         thread = threading.Thread(
@@ -91,6 +93,74 @@ def test_configure_does_not_wait_for_a_running_generation():
         thread.start()
         assert changed.wait(5), 'configure waited for the engine'
     thread.join(5)
+
+
+def test_after_unload_a_goal_never_loads_the_models_again():
+    # A goal checked that the node is active, then a deactivate unloaded the slot before the
+    # goal asked for the engine: the slot refuses instead of loading ~13 GB for an inactive
+    # node. load() (activate) serves again.
+    log = _Log()
+    slot = EngineSlot(log)
+    slot.configure(TINY)
+    assert slot.load() == ''
+    checked, unloaded, outcome = threading.Event(), threading.Event(), []
+
+    def goal():
+        checked.set()
+        assert unloaded.wait(10)
+        try:
+            with slot.engine():
+                outcome.append('engine')
+        except ModelLoadError as error:
+            outcome.append(str(error))
+
+    thread = threading.Thread(target=goal)
+    thread.start()
+    assert checked.wait(10)
+    assert slot.unload() is True
+    unloaded.set()
+    thread.join(30)
+    assert outcome == [NOT_SERVING] and not slot.is_loaded
+    assert log.count('loading models') == 1
+    slot.configure(replace(TINY, refiner_model=''))  # a parameter change does not load either
+    with pytest.raises(ModelLoadError, match='unloaded'):
+        with slot.engine():
+            pass
+    assert slot.load() == '' and slot.is_loaded
+    with slot.engine() as engine:
+        assert engine.model_names == ('tiny', '')
+
+
+def test_unload_waits_for_the_running_generation_then_frees_outside_the_lock():
+    freeing, release = threading.Event(), threading.Event()
+
+    class SlowToFree(SdxlEngine):
+        """An engine whose freeing blocks, as waiting for its background preparer does."""
+
+        def unload(self):
+            if self.is_loaded:
+                freeing.set()
+                assert release.wait(10)
+            super().unload()
+
+    slot = EngineSlot(engine_class=SlowToFree)
+    slot.configure(TINY)
+    assert slot.load() == ''
+    results = []
+    unloader = threading.Thread(target=lambda: results.append(slot.unload()))
+    with slot.engine():
+        unloader.start()
+        assert not freeing.wait(0.2), 'freed under a running generation'
+    assert freeing.wait(10)  # the generation ended: the engine is being freed
+    # Meanwhile the slot answers at once, and says why it will not serve a goal.
+    slot.configure(replace(TINY, refiner_model=''))
+    assert not slot.is_loaded
+    with pytest.raises(ModelLoadError, match='unloaded'):
+        with slot.engine():
+            pass
+    release.set()
+    unloader.join(10)
+    assert results == [True]
 
 
 def test_check_model_files_reads_only_headers(tmp_path):

@@ -141,7 +141,7 @@ def test_fused_path_keeps_tensors_and_restores_bit_exactly(engine, lora_dir):
     Same picture as the PEFT path within the tolerance, no weight tensor changes storage
     (what CUDA graphs need), and the original weights come back bit for bit.
     """
-    from sdxl_ros.engine.lora import fused_mode_needed
+    from sdxl_ros.engine.prompting.lora import fused_mode_needed
     plain_engine = engine
     engine = tiny_engine(lora_dir=str(lora_dir))
     base = engine.base_pipeline

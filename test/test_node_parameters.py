@@ -2,20 +2,26 @@
 # Licensed under the Apache License, Version 2.0
 """The node's parameter table, dataclass and checks (no ROS), and config/sdxl.yaml."""
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 import re
 
 import pytest
 
-from sdxl_ros.ros.node_parameters import (check_parameters, needs_reload, NodeParameters,
-                                          PARAMETERS)
+from sdxl_ros.engine.config import EngineConfig, needs_reload
+from sdxl_ros.engine.request import Limits
+from sdxl_ros.ros.node_parameters import (check_parameters, NodeParameters, PARAMETERS,
+                                          TEST_HOOKS)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_table_and_dataclass_agree():
-    assert [spec.name for spec in PARAMETERS] == [f.name for f in fields(NodeParameters)]
+    specs = PARAMETERS + TEST_HOOKS
+    assert [spec.name for spec in specs] == [f.name for f in fields(NodeParameters)]
+    for spec, field in zip(specs, fields(NodeParameters)):
+        assert field.metadata['spec'] is spec and field.type is type(spec.default)
+        assert getattr(NodeParameters(), spec.name) == spec.default
     for spec in PARAMETERS:
         assert spec.description.endswith('.') or spec.description.endswith(')') \
             or ':' in spec.description, spec.name
@@ -48,12 +54,37 @@ def test_models_are_looked_up(tmp_path):
         tiny.updated({'base_model': ''})))
 
 
+def test_test_hooks_are_not_user_parameters():
+    user = {spec.name for spec in PARAMETERS}
+    assert {spec.name for spec in TEST_HOOKS} & user == set()
+    assert 'fault_oom_at_step' not in user
+    for document in ('config/sdxl.yaml', 'README.md'):
+        assert 'fault_oom_at_step' not in (ROOT / document).read_text(), document
+    assert NodeParameters.defaults().engine_config().fault_oom_at_step == 0
+
+
 def test_reload_only_for_model_settings():
+    # The rule the node applies (NodeParameters.reloads_models) is the engine slot's.
     params = NodeParameters.defaults()
-    assert needs_reload(params, params.updated({'refiner_model': ''}))
-    assert needs_reload(params, params.updated({'device': 'cpu'}))
-    assert needs_reload(params, params.updated({'fast_path': False}))
-    assert not needs_reload(params, params.updated({'default_steps': 10, 'max_side': 1024}))
+    assert params.reloads_models(params.updated({'refiner_model': ''}))
+    assert params.reloads_models(params.updated({'device': 'cpu'}))
+    assert params.reloads_models(params.updated({'fast_path': False}))
+    assert params.reloads_models(params.updated({'fault_oom_at_step': 2}))
+    assert not params.reloads_models(params.updated({'default_steps': 10, 'max_side': 1024}))
+    assert not params.reloads_models(params.updated({'emphasis': 'none', 'lora_dir': '/x'}))
+
+
+def test_reload_rule_covers_every_engine_setting_but_limits_emphasis_and_loras():
+    config = EngineConfig()
+    for name, value in (('base_model', 'other'), ('refiner_model', ''), ('model_dir', '/m'),
+                        ('tokenizer_dir', '/t'), ('device', 'cpu'), ('dtype', 'float32'),
+                        ('memory_mode', 'model_offload'), ('vae_tiling', True),
+                        ('fast_path', False), ('fault_oom_at_step', 3)):
+        assert needs_reload(config, replace(config, **{name: value})), name
+    assert needs_reload(config, replace(config, acceleration=replace(
+        config.acceleration, precision='fp8')))
+    assert not needs_reload(config, replace(config, limits=Limits(max_steps=3),
+                                            emphasis='none', lora_dir='/loras'))
 
 
 def test_engine_config_and_limits():
@@ -99,8 +130,7 @@ def test_fast_path_parameters_reach_the_engine_config():
     assert accel.compile_cache_dir == '/tmp/cc'
     assert params.updated({'prepare_sizes': ''}).engine_config().acceleration.prepare_sizes == ()
     for name in ('precision', 'prepare_sizes', 'compile_cache_dir'):
-        assert needs_reload(params, changed.updated({name: getattr(params, name)})) or \
-            needs_reload(params, params.updated({name: getattr(changed, name)}))
+        assert params.reloads_models(params.updated({name: getattr(changed, name)}))
 
 
 def test_bad_fast_path_parameters_are_refused_with_a_reason():

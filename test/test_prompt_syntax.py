@@ -4,9 +4,9 @@
 
 import pytest
 
-from sdxl_ros.engine.prompt_chunks import Chunk, split_chunks, TokenSpec
 from sdxl_ros.engine.prompt_parser import (BREAK, extract_loras, LoraTag, merge_loras,
                                            parse_emphasis, PromptSyntaxError)
+from sdxl_ros.engine.prompting.chunks import Chunk, split_chunks, TokenSpec
 
 W = 1.1
 

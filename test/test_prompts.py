@@ -6,7 +6,7 @@ from engine_fixtures import tiny_engine, tiny_request
 import numpy as np
 import pytest
 
-from sdxl_ros.engine.prompts import encode_base, encode_refiner, shares_text_encoder
+from sdxl_ros.engine.prompting.encoding import encode_base, encode_refiner, shares_text_encoder
 import torch
 
 
@@ -90,7 +90,7 @@ def test_engine_image_equals_stock_pipelines_given_strings(engine):
     refiner.scheduler = EulerDiscreteScheduler.from_config(refiner.scheduler.config)
     latents = base(width=64, height=64, denoising_end=0.8, **common).images
     latents = refiner(image=latents, denoising_start=0.8, **common).images
-    from sdxl_ros.engine.decoding import decode_latents
+    from sdxl_ros.engine.generation.decoding import decode_latents
     assert np.array_equal(ours, decode_latents(base.vae, latents)[0])
 
 
@@ -109,7 +109,7 @@ def _chunk_ids(tokenizer, text):
 @torch.no_grad()
 def test_200_token_prompt_is_three_chunks_per_encoder(engine):
     """Tiny tokens are characters: 200 words 'a' = 200 tokens -> 3 chunks of 77, both encoders."""
-    from sdxl_ros.engine.prompts import prompt_chunks, prompt_pieces
+    from sdxl_ros.engine.prompting.encoding import prompt_chunks, prompt_pieces
     base = engine.base_pipeline
     prompt = ' '.join(['a'] * 200)
     chunks = prompt_chunks(base, prompt_pieces(prompt))
@@ -145,7 +145,7 @@ def test_200_token_prompt_is_three_chunks_per_encoder(engine):
 
 def test_comma_near_a_chunk_end_moves_to_the_next_chunk(engine):
     """60 'a', a comma, 30 'b': the 14 'b' after the comma that fit chunk 1 move to chunk 2."""
-    from sdxl_ros.engine.prompts import prompt_chunks, prompt_pieces
+    from sdxl_ros.engine.prompting.encoding import prompt_chunks, prompt_pieces
     base = engine.base_pipeline
     prompt = ' '.join(['a'] * 60) + ', ' + ' '.join(['b'] * 30)
     for chunks, tokenizer in zip(prompt_chunks(base, prompt_pieces(prompt)),
@@ -191,7 +191,7 @@ def test_emphasis_none_reads_brackets_as_text(engine):
 @pytest.mark.parametrize('negative', ['', 'blurry'])
 def test_long_prompt_refiner_embeddings_equal_its_own(engine, negative):
     """Sliced chunked embeddings = the refiner encoding the chunks itself (bit for bit)."""
-    from sdxl_ros.engine.prompts import encode_pipeline, prompt_pieces
+    from sdxl_ros.engine.prompting.encoding import encode_pipeline, prompt_pieces
     base, refiner = engine.base_pipeline, engine.refiner_pipeline
     prompt = 'a (red:1.3) robot, ' * 12 + 'BREAK studio light'
     device = torch.device('cpu')
@@ -209,7 +209,7 @@ def test_long_prompt_generates_and_a_300_token_prompt_encodes(engine):
     """A prompt far past 77 tokens is served; the encode time is printed for the report."""
     import time
     prompt = ' '.join(['robot'] * 50)  # 300 character tokens with the tiny tokenizer
-    from sdxl_ros.engine.prompts import prompt_chunks, prompt_pieces
+    from sdxl_ros.engine.prompting.encoding import prompt_chunks, prompt_pieces
     assert [len(c) for c in prompt_chunks(engine.base_pipeline, prompt_pieces(prompt))] == [4, 4]
     start = time.perf_counter()
     embeds = encode_base(engine.base_pipeline, prompt, 'fog', 7.0, torch.device('cpu'))

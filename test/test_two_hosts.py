@@ -10,7 +10,7 @@ goals (tiny preset) go across and back with their results, ~/image and ~/image/c
 then again with the link limited to 50 Mbit/s (tbf), then with tc netem (1% loss, 5 ms delay,
 50 Mbit/s) where the kernel has netem. The traffic never leaves the two namespaces, which
 disappear with their holder processes at the end, also on failure. Figures go to
-log/two_hosts.json (README "Two hosts").
+log/two_hosts.json (docs/networking.md "Two hosts").
 """
 
 import json

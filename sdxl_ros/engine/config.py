@@ -2,7 +2,7 @@
 # Licensed under the Apache License, Version 2.0
 """Engine configuration: which models, where, on what device, and how to use memory."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Tuple, Union
 
 from sdxl_ros.engine.request import EMPHASIS_MODES, Limits
@@ -88,7 +88,7 @@ class EngineConfig:
     against `model_dir`. An empty refiner_model means base only.
     tokenizer_dir: a folder holding CLIP tokenizer files (vocab.json + merges.txt, or
     `tokenizer/` and `tokenizer_2/` subfolders) for single-file checkpoints.
-    fast_path: the GPU fast path (engine/acceleration.py), tuned by `acceleration`.
+    fast_path: the GPU fast path (engine/fast_path/accelerator.py), tuned by `acceleration`.
     emphasis: how `(word:1.2)` / `[word]` / BREAK are read: `original` (A1111's default
     emphasis) or `none` (literal text); a request may override it.
     lora_dir: folder with the LoRA files `<lora:NAME:WEIGHT>` tags name (NAME.safetensors);
@@ -123,3 +123,13 @@ class EngineConfig:
                                      ('emphasis', self.emphasis, EMPHASIS_MODES)):
             if value not in allowed:
                 raise ValueError(f'{name} {value!r} is not one of: ' + ', '.join(allowed))
+
+
+def load_key(config):
+    """Return the part of an EngineConfig that fixes the loaded models (limits etc. do not)."""
+    return replace(config, limits=Limits(), emphasis='original', lora_dir='', controlnet_dir='')
+
+
+def needs_reload(old, new):
+    """Whether going from EngineConfig `old` to `new` means loading the models again."""
+    return load_key(old) != load_key(new)

@@ -5,9 +5,12 @@ EngineSlot: the one SdxlEngine of a server, built, loaded, reloaded and freed in
 
 A server (the ROS node) changes its wishes from several threads: a lifecycle transition says
 "load" or "free", a parameter change says "these models now", a goal says "I need the engine".
-The slot keeps the wanted configuration under a short lock (so a parameter change never waits
-for a generation) and the engine under a long one (held while loading, generating or
-freeing), and says why a load failed. No ROS here, so it is tested without a node.
+The slot keeps the wishes (the wanted configuration, and whether models may be held at all)
+under a short lock, so a parameter change never waits for a generation, and the engine under
+a long one (held while loading, generating or swapping engines). Models are held only between
+`load()` and `unload()`/`clear()`: a goal that reaches `engine()` after an unload is refused
+instead of loading them again. Freeing happens outside both locks. No ROS here, so it is
+tested without a node; docs/threads.md has the lock order.
 """
 
 from contextlib import contextmanager
@@ -15,14 +18,13 @@ from dataclasses import replace
 import threading
 import time
 
+from sdxl_ros.engine.config import needs_reload
 from sdxl_ros.engine.errors import ModelLoadError
-from sdxl_ros.engine.request import Limits
-from sdxl_ros.engine.sdxl_engine import SdxlEngine
+from sdxl_ros.engine.model_files import (pick_single_file_config, read_checkpoint_shapes,
+                                         resolve_source)
 
-
-def _load_key(config):
-    """Return the part of a configuration that fixes the loaded models (limits etc. do not)."""
-    return replace(config, limits=Limits(), emphasis='original', lora_dir='')
+#: Why `engine()` refuses between `unload()` and the next `load()`.
+NOT_SERVING = 'the models are unloaded (the node is not active)'
 
 
 def check_model_files(config):
@@ -32,8 +34,6 @@ def check_model_files(config):
     Finds each model and reads the header of single-file checkpoints (shapes only), so a
     missing, truncated, damaged or wrong-architecture file is reported in milliseconds.
     """
-    from sdxl_ros.engine.loading import (pick_single_file_config, read_checkpoint_shapes,
-                                         resolve_source)
     for role, name in (('base', config.base_model), ('refiner', config.refiner_model)):
         if not name:
             continue
@@ -47,15 +47,27 @@ def check_model_files(config):
     return ''
 
 
+def _sdxl_engine_class():
+    """
+    Return SdxlEngine, importing the torch side on first use.
+
+    The one door from the torch-free top level to the torch rooms: the node imports this
+    module and builds its slot without torch; torch loads with the first model load.
+    """
+    from sdxl_ros.engine.generation.engine import SdxlEngine
+    return SdxlEngine
+
+
 class EngineSlot:
     """Holds at most one SdxlEngine; thread-safe; `log` has info() and error() (or is None)."""
 
-    def __init__(self, log=None, engine_class=SdxlEngine):
-        """Start empty: nothing configured, nothing loaded."""
+    def __init__(self, log=None, engine_class=None):
+        """Start empty: nothing configured, nothing loaded (engine_class: SdxlEngine)."""
         self._log = log
         self._engine_class = engine_class
         self._wanted_lock = threading.Lock()
         self._wanted = None
+        self._serving = False  # between load() and unload()/clear(): models may be held
         self._engine_lock = threading.Lock()
         self._engine = None
 
@@ -88,7 +100,13 @@ class EngineSlot:
         return engine.memory_report(width, height) if engine is not None else None
 
     def load(self, on_loading=None):
-        """Load the wanted models unless they are loaded; return '' or why they cannot load."""
+        """
+        Start serving: load the wanted models unless loaded; return '' or why they cannot load.
+
+        After a failed load the slot still serves: the next `engine()` tries again.
+        """
+        with self._wanted_lock:
+            self._serving = True
         with self._engine_lock:
             return self._load_if_needed(on_loading)
 
@@ -98,7 +116,8 @@ class EngineSlot:
         Hold the loaded engine for one generation; load or reload it first when needed.
 
         `on_loading()` is called before a load starts. Raises ModelLoadError with the reason
-        when the models cannot be loaded (the next use tries again).
+        when the models cannot be loaded (the next use tries again), or when the slot does
+        not serve (`unload()` came after the last `load()`): that never loads them.
         """
         with self._engine_lock:
             problem = self._load_if_needed(on_loading)
@@ -107,13 +126,17 @@ class EngineSlot:
             yield self._engine
 
     def unload(self):
-        """Free the models (after a running generation); return whether any were loaded."""
+        """
+        Stop serving and free the models; return whether any were loaded.
+
+        Waits for a running generation (it holds the engine), not for the engine's freeing
+        under the lock: `SdxlEngine.unload` may wait for its background preparer.
+        """
+        with self._wanted_lock:
+            self._serving = False
         with self._engine_lock:
             engine, self._engine = self._engine, None
-            if engine is None or not engine.is_loaded:
-                return False
-            engine.unload()
-            return True
+        return self._free(engine)
 
     def clear(self):
         """Free the models and forget the configuration; return whether any were loaded."""
@@ -121,23 +144,32 @@ class EngineSlot:
             self._wanted = None
         return self.unload()
 
+    @staticmethod
+    def _free(engine):
+        """Free an engine no longer held by the slot (no lock held); whether it was loaded."""
+        if engine is None or not engine.is_loaded:
+            return False
+        engine.unload()
+        return True
+
     def _load_if_needed(self, on_loading):
         """Make the held engine match the wanted configuration (engine lock held)."""
         with self._wanted_lock:
-            config = self._wanted
+            config, serving = self._wanted, self._serving
         if config is None:
             return 'the node is not configured'
+        if not serving:
+            return NOT_SERVING
         engine = self._engine
-        if engine is not None and engine.is_loaded \
-                and _load_key(engine.config) == _load_key(config):
+        if engine is not None and engine.is_loaded and not needs_reload(engine.config, config):
             engine.config.limits = config.limits
             engine.config.emphasis, engine.config.lora_dir = config.emphasis, config.lora_dir
             return ''
         if on_loading is not None:
             on_loading()
-        if engine is not None:
-            engine.unload()
+        # The goal that asked waits for the old models to go before the new ones load.
         self._engine = None
+        self._free(engine)
         return self._load(config)
 
     def _load(self, config):
@@ -145,7 +177,7 @@ class EngineSlot:
         names = f'base {config.base_model!r}, refiner {config.refiner_model!r}'
         self._info(f'loading models: {names}')
         started = time.monotonic()
-        engine = self._engine_class(replace(config))
+        engine = (self._engine_class or _sdxl_engine_class())(replace(config))
         try:
             engine.load()
         except ModelLoadError as error:

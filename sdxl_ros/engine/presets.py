@@ -6,12 +6,10 @@ Model presets that need no weight files: random models with real (or tiny) SDXL 
 `tiny` runs on a CPU in about a second (tests, demos); `sdxl-random` has the full SDXL base
 and refiner architectures with random weights (GPU benchmarks, memory tests). Both are built
 from the bundled configs in `resource/models`, with a fixed seed so they are the same every
-time.
+time (models/random_models.py builds them).
 """
 
 from dataclasses import dataclass
-
-from sdxl_ros.engine.resources import model_config_dir
 
 
 @dataclass(frozen=True)
@@ -30,55 +28,3 @@ PRESETS = {
     'sdxl-random': Preset('sdxl-base', 'sdxl-refiner', 'clip',
                           'full-size SDXL base + refiner architectures, random weights'),
 }
-
-# Seed of the random init, fixed so a preset is the same model in every process.
-PRESET_SEED = 0
-
-
-def _seeded(build, seed):
-    """Run `build()` with torch's global CPU RNG seeded, restoring the caller's RNG after."""
-    import torch
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
-
-
-def build_component(config_name, component, device, dtype):
-    """
-    Build one randomly initialised component from a bundled config folder.
-
-    Modules are created directly on `device` (fast for full-size models on a GPU) in float32
-    and then cast. The init is seeded, so a preset is the same model every time on the same
-    kind of device; CPU and CUDA random streams differ, so a preset built on the CPU (offload
-    memory modes build there) has other weights than one built on the GPU.
-    """
-    import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    folder = model_config_dir(config_name) / component
-    if component == 'scheduler':
-        return EulerDiscreteScheduler.from_pretrained(str(folder))
-
-    def build():
-        with torch.device(device):
-            if component == 'unet':
-                return UNet2DConditionModel.from_config(
-                    UNet2DConditionModel.load_config(str(folder)))
-            if component == 'vae':
-                return AutoencoderKL.from_config(AutoencoderKL.load_config(str(folder)))
-            config = CLIPTextConfig.from_pretrained(str(folder))
-            if component == 'text_encoder':
-                return CLIPTextModel(config)
-            return CLIPTextModelWithProjection(config)
-
-    if torch.device(device).type == 'cpu':
-        module = _seeded(build, PRESET_SEED)
-    else:
-        # CUDA init draws from the device RNG: seed it too, without disturbing the caller.
-        with torch.random.fork_rng(devices=[torch.device(device)]):
-            torch.manual_seed(PRESET_SEED)
-            module = build()
-    if module.dtype != dtype:
-        module = module.to(dtype=dtype)
-    return module.eval().requires_grad_(False)

@@ -73,7 +73,7 @@ class Health:
     refiner_model: str
     models_loaded: bool
     error: str = ''    # why the models are not loaded ('models failed to load: ...'), or ''
-    memory: Optional[object] = None   # sdxl_ros.engine.memory.MemoryReport
+    memory: Optional[object] = None   # sdxl_ros.engine.generation.memory.MemoryReport
     device: str = ''   # the configured device, reported until the engine knows its own
     queue_length: int = 0
     counts: dict = field(default_factory=dict)

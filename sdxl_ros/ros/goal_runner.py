@@ -21,14 +21,13 @@ from sdxl_ros.ros.goal_conversion import goal_to_request, progress_to_feedback
 class Admission:
     """One accepted goal until its end: the request or why it is refused, and its stop flag."""
 
-    def __init__(self, request=None, refusal='', ticket=None):
-        """Hold a validated request and its queue ticket, or a refusal message."""
+    def __init__(self, request=None, refusal='', init_topic='', control_topics=()):
+        """Hold a validated request (and its frame topics), or a refusal message."""
         self.request = request
         self.refusal = refusal
-        self.ticket = ticket
-        self.init_topic = ''
+        self.init_topic = init_topic
         #: [(unit index, topic)] of the ControlNet units that take their image from a topic.
-        self.control_topics = []
+        self.control_topics = list(control_topics)
         self.stop_reason = ''
         self.cancel = threading.Event()
         self.goal_handle = None
@@ -86,6 +85,10 @@ class GoalRunner:
         except RequestError as error:
             return self._abort(goal_handle, f'refused: {error}')
         except EngineError as error:  # ModelLoadError, OutOfMemory, ...
+            if admission.stop_reason:  # e.g. deactivated after the check above: the slot
+                return self._abort(  # refused to load the models again
+                    goal_handle, f'{admission.stop_reason} before generating',
+                    outcome='cancelled')
             return self._abort(goal_handle, str(error))
 
     def _take_frames(self, goal_handle, admission, params):

@@ -1,13 +1,16 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
 """
-Which admitted goal runs when, the way ROS 2's own examples queue goals (server_queue_goals.py).
+Which accepted goal runs when, the way ROS 2's own examples queue goals (server_queue_goals.py).
 
-The goal callback admits a goal (a queue place reserved, or a refusal) and hands the
-Admission to `handle_accepted_callback` (`hand_over`/`accept`); a goal whose turn it is gets
-`goal_handle.execute()`, and when its execute callback ends (`finished`) the next one is
-executed. No thread waits per goal: one timer (`tick`) republishes the positions of the
-waiting goals and ends the waiting goals that were cancelled or stopped.
+The goal callback accepts every goal; `handle_accepted_callback` hands the goal handle to
+`accept`, which admits the goal (a queue place, or a refusal) and keeps the Admission by goal
+id. A goal whose turn it is gets `goal_handle.execute()`, and when its execute callback ends
+(`finished`) the next one is executed. Nothing is held between the goal callback and the
+accepted callback, so the hand-over does not depend on rclpy calling them back to back, and a
+goal whose response never reached its client (never handed over) holds no place. No thread
+waits per goal: one timer (`tick`) republishes the positions of the waiting goals and ends
+the waiting goals that were cancelled or stopped.
 """
 
 import threading
@@ -16,17 +19,12 @@ import time
 from sdxl_ros.action import GenerateImage
 from sdxl_ros.ros.goal_conversion import queued_feedback
 from sdxl_ros.ros.goal_queue import GoalQueue, QueueFull
-from sdxl_ros.ros.goal_runner import Admission
 
 #: Waiting goals repeat their 'queued' feedback this often (seconds), for late listeners.
 QUEUED_FEEDBACK_SEC = 1.0
 #: Period of the scheduler's timer (seconds). A cancel request becomes visible on its goal
 #: only after the cancel callback returns, so a cancelled waiting goal ends at the next tick.
 TICK_SEC = 0.2
-#: A place reserved in the goal callback is handed over within milliseconds. One older than
-#: this belongs to a goal whose response could not be sent (its client vanished), which rclpy
-#: then never hands over: the tick gives it back so it cannot hold up the goals behind it.
-RESERVATION_SEC = 10.0
 
 
 def goal_key(goal_handle):
@@ -41,44 +39,32 @@ class GoalScheduler:
         """Let one goal run and at most `max_waiting` wait."""
         self._queue = GoalQueue(max_waiting)
         self._lock = threading.Lock()
-        self._goals = {}
+        self._goals = {}  # goal key -> Admission, from accept() to finished()
         self._dropped = []
-        self._handoff = threading.local()
         self._published = ({}, 0.0)
 
-    def reserve(self, request):
-        """Return the Admission of a valid request: a reserved place, or 'queue is full'."""
-        try:
-            return Admission(request, ticket=self._queue.reserve())
-        except QueueFull as error:
-            return Admission(refusal=f'refused: {error}')
-
-    def hand_over(self, admission):
-        """
-        Keep `admission` for the `accept` call that follows on this thread.
-
-        rclpy calls the goal callback and then handle_accepted_callback back to back in one
-        task (no await between them), so a thread-local carries the admission.
-        """
-        self._handoff.admission = admission
-
     def accept(self, goal_handle, admit):
-        """Queue an accepted goal (`admit(goal)` if no hand-over came); end a refused one now."""
-        admission = getattr(self._handoff, 'admission', None) or admit(goal_handle.request)
-        self._handoff.admission = None
+        """
+        Admit an accepted goal (`admit(goal)` returns its Admission) and queue it.
+
+        A refused goal (invalid, node not active, queue full) is executed at once, so its
+        execute callback ends it with the reason.
+        """
+        admission = admit(goal_handle.request)
         admission.goal_handle = goal_handle
         key = goal_key(goal_handle)
         with self._lock:
             self._goals[key] = admission
-        if admission.ticket is None:
+        starts = None
+        if not admission.refusal:
+            try:
+                starts = self._queue.add(key)
+            except QueueFull as error:
+                admission.refusal = f'refused: {error}'
+        if admission.refusal:
             goal_handle.execute()
             return
-        try:
-            self._start(self._queue.add(key, admission.ticket))
-        except ValueError:  # handed over after RESERVATION_SEC: its place was given back
-            admission.refusal = 'refused: its queue place expired before it was accepted'
-            goal_handle.execute()
-            return
+        self._start(starts)
         self.publish_positions(force=True)
 
     def cancel(self, goal_handle):
@@ -103,7 +89,6 @@ class GoalScheduler:
 
     def tick(self):
         """Timer: end the dropped goals whose cancel took effect; republish the positions."""
-        self._start(self._queue.expire(RESERVATION_SEC))
         with self._lock:
             cancelled = [key for key in self._queue.positions()
                          if self._goals[key].goal_handle.is_cancel_requested]

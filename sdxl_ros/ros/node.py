@@ -11,9 +11,10 @@ parameter change that names other models reloads them before the next goal; `on_
 ends the goals and frees the models; `on_cleanup` forgets the configuration. The engine itself
 lives in an EngineSlot (engine/engine_slot.py).
 
-Goals are admitted in the goal callback (validated against the engine's rules and given a
-place in a bounded FIFO), queued in `handle_accepted_callback` and executed one at a time
-(goal_scheduler.py); the execute path is goal_runner.py, outputs are publishing.py.
+Every goal is accepted in the goal callback; `handle_accepted_callback` admits it (validated
+against the engine's rules and given a place in a bounded FIFO) and it is executed one at a
+time (goal_scheduler.py); the execute path is goal_runner.py, outputs are publishing.py.
+Threads and locks: docs/threads.md.
 Refusals: an action goal rejection cannot carry a reason, so an invalid goal, a goal beyond
 the queue and a goal sent while the node is not active are ACCEPTED and at once ABORTED with
 `result.message` starting with 'refused: '.
@@ -38,7 +39,7 @@ from sdxl_ros.ros.goal_runner import Admission, GoalRunner
 from sdxl_ros.ros.goal_scheduler import GoalScheduler, TICK_SEC
 from sdxl_ros.ros.init_frame import wait_for_frame
 from sdxl_ros.ros.model_listing import list_controlnets, list_loras, list_models
-from sdxl_ros.ros.node_parameters import check_parameters, RELOAD_PARAMETERS
+from sdxl_ros.ros.node_parameters import check_parameters
 from sdxl_ros.ros.parameter_descriptors import declare_parameters, read_parameters
 from sdxl_ros.ros.publishing import Publishing
 from sdxl_ros.srv import ListModels
@@ -66,10 +67,15 @@ class SdxlNode(LifecycleNode):
 
     executor_threads = EXECUTOR_THREADS
 
-    def __init__(self, node_name='sdxl', **kwargs):
-        """Declare parameters and create the action server, topics, service and timer."""
+    def __init__(self, node_name='sdxl', test_hooks=False, **kwargs):
+        """
+        Declare parameters and create the action server, topics, service and timer.
+
+        `test_hooks` also declares the test-only parameters (node_parameters.TEST_HOOKS);
+        only the test harness asks for them, through the process's environment.
+        """
         super().__init__(node_name, **kwargs)
-        declare_parameters(self)
+        declare_parameters(self, test_hooks)
         self._params = read_parameters(self)
         self._inactive = NOT_ACTIVE
         self._active = False
@@ -105,7 +111,9 @@ class SdxlNode(LifecycleNode):
         """Check a parameter change; other models are loaded before the next goal."""
         changes = {p.name: p.value for p in parameters}
         new = self._params.updated(changes)
-        problems = check_parameters(new, check_models=bool(RELOAD_PARAMETERS & set(changes)))
+        problems = check_parameters(new, check_models=False)
+        if not problems and self._params.reloads_models(new):
+            problems = check_parameters(new)  # other models: check that they can be found
         if problems:
             return SetParametersResult(successful=False, reason='; '.join(problems))
         if self._slot.configured:
@@ -198,8 +206,7 @@ class SdxlNode(LifecycleNode):
 
     # --------------------------------------------------------------------- goals
     def _on_goal(self, goal):
-        """Admit a goal: validate it and reserve its queue place, or refuse (always ACCEPT)."""
-        self._scheduler.hand_over(self._admit(goal))
+        """Accept every goal: refusals are ended with their reason (see _on_accepted)."""
         return GoalResponse.ACCEPT
 
     def _admit(self, goal):
@@ -210,13 +217,10 @@ class SdxlNode(LifecycleNode):
             request, topic = admit_goal(goal, self._params, self._slot.lora_target)
         except RequestError as error:
             return Admission(refusal=f'refused: {error}')
-        admission = self._scheduler.reserve(request)
-        admission.init_topic = topic
-        admission.control_topics = control_topics(goal)
-        return admission
+        return Admission(request, init_topic=topic, control_topics=control_topics(goal))
 
     def _on_accepted(self, goal_handle):
-        """Queue the accepted goal; it is executed when its turn comes (a refusal at once)."""
+        """Admit and queue the goal; it is executed when its turn comes (a refusal at once)."""
         self._scheduler.accept(goal_handle, self._admit)
 
     def _on_cancel(self, goal_handle):

@@ -1,18 +1,21 @@
 # Copyright 2026 sdxl_ros contributors
 # Licensed under the Apache License, Version 2.0
 """
-The node's parameters: one table (name, default, description, range) and a dataclass.
+The node's parameters: one table (name, default, description, range) and the values' class.
 
 The node declares every entry of `PARAMETERS` with a descriptor built from it, reads the values
-once into `NodeParameters`, and checks changes with `check_parameters` before accepting them.
-No rclpy here, so the table and the checks are tested without ROS.
+once into `NodeParameters` (a dataclass generated from the table), and checks changes with
+`check_parameters` before accepting them. Whether a change reloads the models is the engine's
+rule (`engine.config.needs_reload`). No rclpy here, so the table and the checks are tested
+without ROS.
 """
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from typing import Optional
 
 from sdxl_ros.engine.config import (AccelerationConfig, DEVICES, DTYPES, EngineConfig,
-                                    MEMORY_MODES, parse_size, PRECISIONS, STANDARD_SIZES)
+                                    MEMORY_MODES, needs_reload, parse_size, PRECISIONS,
+                                    STANDARD_SIZES)
 from sdxl_ros.engine.request import (DEFAULT_DENOISING_STRENGTH, EMPHASIS_MODES, Limits,
                                      MAX_GUIDANCE, MIN_GUIDANCE)
 from sdxl_ros.engine.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
@@ -134,71 +137,31 @@ PARAMETERS = (
     ParameterSpec('output_dir', '',
                   'If set, also save every result as PNG with its infotext here; the node '
                   'chooses the file names.'),
-    ParameterSpec('fault_oom_at_step', 0,
-                  'Test hook: raise an out-of-memory error at this step of every image '
-                  '(0 = off). Reloads the models when changed.', minimum=0, maximum=1000),
     ParameterSpec('controlnet_dir', '',
                   'Folder with the ControlNets that goals name in control[].model (diffusers '
                   'folders or .safetensors files; listed by ~/list_models); empty = model_dir '
-                  'only. The preset tiny needs no file.'),
+                  'only. The presets tiny and tiny-union need no file.'),
     ParameterSpec('max_control_units', 3,
                   'Most ControlNet units one goal may use (A1111 shows 3 by default); each '
-                  'unit adds a ControlNet pass per step.', minimum=0, maximum=16),
+                  'unit adds a ControlNet pass per controlled step.', minimum=0, maximum=16),
 )
 
-#: Parameters whose change means the models must be loaded again.
-RELOAD_PARAMETERS = frozenset((
-    'base_model', 'refiner_model', 'model_dir', 'tokenizer_dir', 'device', 'dtype',
-    'memory_mode', 'vae_tiling', 'fast_path', 'precision', 'prepare_sizes', 'compile_cache_dir',
-    'fault_oom_at_step'))
+#: Test hooks: declared only when the process runs under the test harness (node_process.py
+#: reads its environment), never part of the parameters a user sees or sets.
+TEST_HOOKS = (
+    ParameterSpec('fault_oom_at_step', 0,
+                  'Test hook: raise an out-of-memory error at this step of every image '
+                  '(0 = off). Reloads the models when changed.', minimum=0, maximum=1000),
+)
 
 
-@dataclass(frozen=True)
-class NodeParameters:
-    """The parameter values the node works with (see PARAMETERS for their meaning)."""
-
-    autostart: bool
-    base_model: str
-    refiner_model: str
-    model_dir: str
-    tokenizer_dir: str
-    lora_dir: str
-    emphasis: str
-    device: str
-    dtype: str
-    memory_mode: str
-    vae_tiling: bool
-    fast_path: bool
-    precision: str
-    prepare_sizes: str
-    compile_cache_dir: str
-    default_width: int
-    default_height: int
-    default_steps: int
-    default_guidance_scale: float
-    default_refiner_switch: float
-    default_scheduler: str
-    default_negative_prompt: str
-    default_denoising_strength: float
-    init_image_timeout_sec: float
-    min_side: int
-    max_side: int
-    max_steps: int
-    max_images: int
-    max_queue: int
-    preview_every_n_steps: int
-    frame_id: str
-    compressed_format: str
-    jpeg_quality: int
-    output_dir: str
-    fault_oom_at_step: int
-    controlnet_dir: str
-    max_control_units: int
+class _ParameterValues:
+    """The behaviour of NodeParameters; its fields come from PARAMETERS and TEST_HOOKS."""
 
     @classmethod
     def defaults(cls):
         """Return the values of the table, as the node starts without overrides."""
-        return cls(**{spec.name: spec.default for spec in PARAMETERS})
+        return cls()
 
     def updated(self, changes):
         """Return a copy with `changes` ({name: value}) applied; unknown names are ignored."""
@@ -231,10 +194,24 @@ class NodeParameters:
                                   prepare_sizes=self.sizes_to_prepare(),
                                   compile_cache_dir=self.compile_cache_dir)
 
+    def reloads_models(self, new):
+        """Whether going from these values to `new` loads the models again (engine's rule)."""
+        return needs_reload(self.engine_config(), new.engine_config())
 
-def needs_reload(old, new):
-    """Whether going from parameters `old` to `new` needs the models loaded again."""
-    return any(getattr(old, name) != getattr(new, name) for name in RELOAD_PARAMETERS)
+
+def _field(spec):
+    """Return the dataclass field of a table entry: type, default, the entry as metadata."""
+    return (spec.name, type(spec.default), field(default=spec.default, metadata={'spec': spec}))
+
+
+#: The parameter values the node works with, one field per entry of PARAMETERS and TEST_HOOKS
+#: (built from the tables, so a parameter is written down once). Frozen: a change makes a
+#: new object (`updated`), so a goal keeps the values it started with.
+NodeParameters = make_dataclass(
+    'NodeParameters', [_field(spec) for spec in PARAMETERS + TEST_HOOKS],
+    bases=(_ParameterValues,), frozen=True,
+    namespace={'__doc__': 'The parameter values the node works with (see PARAMETERS).',
+               '__module__': __name__})
 
 
 def check_parameters(params, check_models=True):
@@ -269,7 +246,7 @@ def check_parameters(params, check_models=True):
 def _model_problems(params):
     """Problems finding the configured base and refiner models."""
     from sdxl_ros.engine.errors import ModelLoadError
-    from sdxl_ros.engine.loading import resolve_source
+    from sdxl_ros.engine.model_files import resolve_source
     problems = []
     for role, name in (('base', params.base_model), ('refiner', params.refiner_model)):
         if role == 'base' and not name:

@@ -18,6 +18,10 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
+#: Set to 1 by the test harness (test/ros_harness.py): the node then also declares its test
+#: hooks (node_parameters.TEST_HOOKS). Read here, at the entry point, and nowhere else.
+TEST_HOOKS_ENV = 'SDXL_ROS_TEST_HOOKS'
+
 
 def _interrupt(signum, frame):
     """Turn SIGINT and SIGTERM into KeyboardInterrupt."""
@@ -31,7 +35,7 @@ def run_node(node_class, args=None):
     # Installed explicitly: a shell starts background jobs with SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    node = node_class()
+    node = node_class(test_hooks=os.environ.get(TEST_HOOKS_ENV) == '1')
     executor = MultiThreadedExecutor(num_threads=node.executor_threads)
     executor.add_node(node)
     try:

@@ -10,7 +10,7 @@ without ROS, and from the node so it only says which parameters it has.
 from dataclasses import fields
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from sdxl_ros.ros.node_parameters import NodeParameters, PARAMETERS
+from sdxl_ros.ros.node_parameters import NodeParameters, PARAMETERS, TEST_HOOKS
 
 
 def parameter_descriptor(spec):
@@ -29,13 +29,13 @@ def parameter_descriptor(spec):
     return descriptor
 
 
-def declare_parameters(node):
-    """Declare every parameter of the table on `node`, with its descriptor."""
-    for spec in PARAMETERS:
+def declare_parameters(node, test_hooks=False):
+    """Declare every parameter of the table on `node` (and the test hooks if asked)."""
+    for spec in PARAMETERS + (TEST_HOOKS if test_hooks else ()):
         node.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
 
 
 def read_parameters(node):
-    """Read every declared parameter of `node` once into a NodeParameters."""
+    """Read the declared parameters of `node` once into a NodeParameters (others: defaults)."""
     return NodeParameters(**{f.name: node.get_parameter(f.name).value
-                             for f in fields(NodeParameters)})
+                             for f in fields(NodeParameters) if node.has_parameter(f.name)})

@@ -7,18 +7,20 @@ diffusers' `interrupt` skips the remaining steps but would still decode; so both
 run with `output_type='latent'` and the engine decodes only when the goal was not cancelled.
 """
 
+import numpy as np
+
 from sdxl_ros.engine.errors import EngineError
+
+import torch
 
 
 def vae_needs_fp32(vae, dtype):
     """Tell whether the VAE must decode in fp32: SDXL's overflows in fp16 unless fixed."""
-    import torch
     return dtype == torch.float16 and bool(getattr(vae.config, 'force_upcast', True))
 
 
 def _latent_stats(config, like):
     """Return the VAE's per-channel latent (mean, std) as tensors like `like`, or None."""
-    import torch
     mean = getattr(config, 'latents_mean', None)
     std = getattr(config, 'latents_std', None)
     if mean is None or std is None:
@@ -29,7 +31,6 @@ def _latent_stats(config, like):
 
 def decode_latents(vae, latents):
     """Decode SDXL latents (scheduler space) to uint8 RGB images, refusing NaN/inf output."""
-    import torch
     config = vae.config
     latents = latents.to(device=vae.device, dtype=vae.dtype)
     stats = _latent_stats(config, latents)
@@ -59,8 +60,6 @@ def encode_image(vae, image, dtype):
     upcast VAE back to the pipeline dtype afterwards, which would undo `vae_needs_fp32`. The
     posterior's mode is used (deterministic; the seed's generator draws only the noise).
     """
-    import numpy as np
-    import torch
     config = vae.config
     pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
     pixels = pixels.permute(2, 0, 1)[None].to(device=vae.device, dtype=vae.dtype)

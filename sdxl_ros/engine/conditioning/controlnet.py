@@ -29,13 +29,19 @@ The fast path's CUDA graphs take no residuals: a step with control runs the UNet
 from contextlib import contextmanager
 from dataclasses import dataclass
 import logging
+from pathlib import Path
 
+from diffusers import ControlNetModel, ControlNetUnionModel
+from diffusers.image_processor import VaeImageProcessor
 import numpy as np
+from PIL import Image
 
 from sdxl_ros.engine.control_images import canny_map, preprocess, to_rgb
 from sdxl_ros.engine.controlnet_files import MODULE_TYPES
 from sdxl_ros.engine.errors import ModelLoadError
 from sdxl_ros.engine.request import CONTROL_MODES, UNION_CONTROL_TYPES
+
+import torch
 
 LOG = logging.getLogger(__name__)
 
@@ -64,8 +70,6 @@ class PreparedUnit:
 
 def control_map(unit, width, height):
     """Return the uint8 HxWx3 control map of a validated unit at width x height."""
-    from diffusers.image_processor import VaeImageProcessor
-    from PIL import Image
     resize = VaeImageProcessor(vae_scale_factor=8).resize
     mode = _RESIZE[unit.resize_mode]
     if unit.module == 'canny':
@@ -79,8 +83,6 @@ def control_map(unit, width, height):
 
 def _tiny(base_unet, union=False):
     """Build a ControlNet from the tiny base UNet, its zero convs given seeded random weights."""
-    import torch
-    from diffusers import ControlNetModel, ControlNetUnionModel
     cls = ControlNetUnionModel if union else ControlNetModel
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)  # the layers from_unet does not copy are random
@@ -108,8 +110,6 @@ def _tiny(base_unet, union=False):
 
 def _load(found, base_unet, dtype):
     """Load the model of a ControlNetFile (folder, single file or preset)."""
-    from pathlib import Path
-    from diffusers import ControlNetModel, ControlNetUnionModel
     if not found.path:
         return _tiny(base_unet, union=found.name.endswith('union')).to(dtype)
     cls = ControlNetUnionModel if found.is_union else ControlNetModel
@@ -152,7 +152,6 @@ class ControlNetSet:
 
     def prepare(self, request, files, width, height, cfg):
         """Return the PreparedUnits of a validated request (weight 0 units left out)."""
-        import torch
         models = self.use(files)
         batch = 2 if cfg else 1
         units = []
@@ -184,7 +183,6 @@ class ControlHook:
 
     def _run(self, unit, sample, timestep, kwargs):
         """Return the scaled (down residuals, mid residual) of one unit."""
-        import torch
         extra = {}
         if unit.union_type >= 0:
             count = unit.model.config.num_control_type

@@ -7,6 +7,8 @@ import gc
 import os
 from typing import Optional
 
+import torch
+
 # Activation bytes per output pixel, measured on an H200 for SDXL (PyTorch SDPA) at 1024x1024,
 # rounded up: the UNet's peak on top of its weights (fp16, CFG batch of 2), and the VAE decode
 # in fp32 (4.8 GiB at 1024x1024: the decode, not the UNet, sets the peak).
@@ -50,7 +52,6 @@ def usable_device_bytes(device):
     That is the free memory plus all that PyTorch already reserves, since the estimates it is
     compared with count the resident weights and PyTorch reuses its cached blocks.
     """
-    import torch
     if device is None or torch.device(device).type != 'cuda' or not torch.cuda.is_available():
         return None
     device = torch.device(device)
@@ -103,7 +104,6 @@ def host_memory():
 
 def cuda_memory(device):
     """Return (bytes reserved by PyTorch, free bytes, total bytes) of a CUDA device."""
-    import torch
     free, total = torch.cuda.mem_get_info(device)
     return int(torch.cuda.memory_reserved(device)), int(free), int(total)
 
@@ -111,6 +111,5 @@ def cuda_memory(device):
 def release_cached_memory():
     """Drop Python garbage and return PyTorch's cached CUDA blocks to the driver."""
     gc.collect()
-    import torch
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

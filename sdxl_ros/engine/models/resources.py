@@ -14,7 +14,7 @@ def resource_dir():
     ament_index_python when that (optional) ROS module is importable.
     """
     here = Path(__file__).resolve()
-    candidates = [here.parents[2] / 'resource']
+    candidates = [here.parents[3] / 'resource']
     try:
         from ament_index_python.packages import get_package_share_directory
         candidates.append(Path(get_package_share_directory('sdxl_ros')) / 'resource')

@@ -20,7 +20,12 @@ base is bit-identical to before (unfusing by subtraction would not be).
 
 import logging
 
+from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors.torch import load_file
+
 from sdxl_ros.engine.lora_files import LoraError, LoraTarget
+
+import torch
 
 LOG = logging.getLogger(__name__)
 _COMPONENTS = ('unet', 'text_encoder', 'text_encoder_2')
@@ -104,7 +109,6 @@ class LoraSet:
 
     def _load(self, name, lora_file):
         """Read one LoRA file and add it as adapter `name` (nothing is fetched)."""
-        from safetensors.torch import load_file
         try:
             state = load_file(lora_file.path, device='cpu')
             self.base.load_lora_weights(state, adapter_name=name)
@@ -128,7 +132,6 @@ class LoraSet:
         self._restore()
         if not wanted:
             return
-        import torch
         names = [name for name, _, _ in wanted]
         with torch.no_grad():
             try:
@@ -146,7 +149,6 @@ class LoraSet:
 
     def _back_up_wrapped(self):
         """Keep a CPU copy of every weight a PEFT layer wraps; return (param, storage) pairs."""
-        from peft.tuners.tuners_utils import BaseTunerLayer
         storages = []
         for component in _COMPONENTS:
             module = getattr(self.base, component, None)
@@ -166,7 +168,6 @@ class LoraSet:
         if not self._backup:
             self._fused = ()
             return
-        import torch
         with torch.no_grad():
             for weight, original in self._backup.values():
                 weight.copy_(original)
@@ -176,7 +177,6 @@ class LoraSet:
 
     def _refresh_fused_qkv(self):
         """Rebuild fused QKV/KV weights from to_q/to_k/to_v, in place."""
-        import torch
         with torch.no_grad():
             for attn in _attention_modules(self.base.unet):
                 if getattr(attn, 'to_qkv', None) is not None:

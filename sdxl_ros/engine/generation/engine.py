@@ -12,21 +12,36 @@ import random
 import threading
 import time
 
+from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline
+
+from sdxl_ros.engine.conditioning.controlnet import controlled, ControlNetSet
 from sdxl_ros.engine.config import EngineConfig
-from sdxl_ros.engine.decoding import decode_latents, encode_image, vae_needs_fp32
+from sdxl_ros.engine.controlnet_files import request_controlnets
 from sdxl_ros.engine.errors import (EngineError, GenerationCancelled, ModelLoadError,
                                     OutOfMemory)
+from sdxl_ros.engine.fast_path.accelerator import Yielded
+from sdxl_ros.engine.fast_path.applying import accelerate_pipelines
+from sdxl_ros.engine.fast_path.decision import precision_problem, probe_facts
+from sdxl_ros.engine.fast_path.preparation import BackgroundPreparer, GoalGate
+from sdxl_ros.engine.fast_path.switching import switch_off
+from sdxl_ros.engine.generation.decoding import decode_latents, encode_image, vae_needs_fp32
+from sdxl_ros.engine.generation.init_image import prepare_init
+from sdxl_ros.engine.generation.memory import (activation_bytes, cuda_memory, host_memory,
+                                               MemoryReport, module_bytes,
+                                               release_cached_memory, usable_device_bytes)
+from sdxl_ros.engine.generation.preview import latents_to_rgb
 from sdxl_ros.engine.infotext import format_infotext
-from sdxl_ros.engine.init_image import prepare_init
 from sdxl_ros.engine.lora_files import request_loras
-from sdxl_ros.engine.memory import (activation_bytes, cuda_memory, host_memory, MemoryReport,
-                                    module_bytes, release_cached_memory, usable_device_bytes)
-from sdxl_ros.engine.preparation import GoalGate
-from sdxl_ros.engine.preview import latents_to_rgb
+from sdxl_ros.engine.models.loading import load_models
 from sdxl_ros.engine.progress import Progress, ProgressClock
+from sdxl_ros.engine.prompting.encoding import encode_base, encode_refiner
+from sdxl_ros.engine.prompting.lora import fused_mode_needed, lora_target, LoraSet
 from sdxl_ros.engine.request import SEED_LIMIT, validate_request
 from sdxl_ros.engine.result import GenerationResult
+from sdxl_ros.engine.schedulers import make_scheduler
 from sdxl_ros.engine.step_plan import img2img_switch, plan_steps
+
+import torch
 
 LOG = logging.getLogger(__name__)
 
@@ -36,7 +51,6 @@ _OOM_MARKERS = ('out of memory', "can't allocate memory", 'not enough memory')
 
 def _is_oom(error):
     """Whether an exception is torch running out of (device or host) memory."""
-    import torch
     if isinstance(error, torch.OutOfMemoryError):
         return True
     return isinstance(error, RuntimeError) and any(
@@ -106,7 +120,6 @@ class SdxlEngine:
 
     def _resolve_device_dtype(self):
         """Turn 'auto' device/dtype into torch objects, refusing CUDA when there is none."""
-        import torch
         device = self.config.device
         if device == 'auto':
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -122,7 +135,6 @@ class SdxlEngine:
 
     def load(self, on_progress=None):
         """Load base (+ refiner) as configured; raises ModelLoadError with what to fix."""
-        from sdxl_ros.engine.loading import load_models
         start = time.monotonic()
         if on_progress:
             on_progress(Progress(stage='loading'))
@@ -150,10 +162,8 @@ class SdxlEngine:
             'base': dict(models.base.scheduler.config),
             'refiner': dict(models.refiner.scheduler.config) if models.refiner else None}
         self._models = models
-        from sdxl_ros.engine.lora import lora_target, LoraSet
         self._lora_target = lora_target(models.base, models.refiner)
         self._loras = LoraSet(models.base)
-        from sdxl_ros.engine.controlnet import ControlNetSet
         self._controlnets = ControlNetSet(models.base.unet, device, dtype)
         self._accelerate(models)
         if on_progress:
@@ -163,7 +173,6 @@ class SdxlEngine:
         """Refuse a precision this machine cannot run (before any weight is read)."""
         if self.config.acceleration.precision == 'fp16':
             return
-        from sdxl_ros.engine.acceleration import precision_problem, probe_facts
         problem = precision_problem(
             probe_facts(device, self.config.acceleration.simulate_cuda),
             self.config.fast_path, self.config.acceleration, str(dtype).replace('torch.', ''))
@@ -171,9 +180,7 @@ class SdxlEngine:
             raise ModelLoadError(f'{problem}; use precision fp16')
 
     def _accelerate(self, models):
-        """Apply the GPU fast path (acceleration.py; a no-op on CPU); prepare in background."""
-        from sdxl_ros.engine.acceleration import accelerate_pipelines, switch_off, Yielded
-        from sdxl_ros.engine.preparation import BackgroundPreparer
+        """Apply the GPU fast path (fast_path/; a no-op on CPU); prepare in background."""
         accel = self._accel = accelerate_pipelines(models.base, models.refiner, self.config,
                                                    self._device, self._dtype)
         if not accel.enabled or not self.config.acceleration.background_prepare:
@@ -192,7 +199,6 @@ class SdxlEngine:
         pending is done before this returns. A failure switches the fast path off (logged)
         and is not raised: the engine then serves plain diffusers.
         """
-        from sdxl_ros.engine.acceleration import switch_off
         accel = self._accel
         if accel is None or not accel.enabled:
             return 0.0
@@ -214,7 +220,6 @@ class SdxlEngine:
 
     def _place(self, models):
         """Put the models where the memory mode wants them; upcast an fp16-unsafe VAE."""
-        import torch
         base, refiner = models.base, models.refiner
         mode = self.config.memory_mode
         if vae_needs_fp32(base.vae, self._dtype):
@@ -234,10 +239,12 @@ class SdxlEngine:
             base.text_encoder.to(self._device)
             base.text_encoder_2.to(self._device)
             return
-        from diffusers.hooks import apply_group_offloading
         modules = [base.text_encoder, base.text_encoder_2, base.unet]
         if refiner is not None:
             modules.append(refiner.unet)
+        # Lazy on purpose: diffusers.hooks is newer than some supported diffusers, and only
+        # this memory mode needs it.
+        from diffusers.hooks import apply_group_offloading
         for module in modules:
             apply_group_offloading(module, onload_device=self._device,
                                    offload_device=torch.device('cpu'),
@@ -247,7 +254,6 @@ class SdxlEngine:
         """In model_offload mode, keep only the UNet of `stage` on the GPU."""
         if self.config.memory_mode != 'model_offload' or self._device.type != 'cuda':
             return
-        import torch
         base, refiner = self._models.base, self._models.refiner
         active = base.unet if stage == 'base' else refiner.unet
         idle = refiner.unet if (stage == 'base' and refiner is not None) else (
@@ -269,8 +275,6 @@ class SdxlEngine:
             return own
         key = (kind, role)
         if key not in self._derived:
-            from diffusers import (StableDiffusionXLImg2ImgPipeline,
-                                   StableDiffusionXLInpaintPipeline)
             cls = StableDiffusionXLInpaintPipeline if kind == 'inpaint' \
                 else StableDiffusionXLImg2ImgPipeline
             pipeline = cls.from_pipe(own)
@@ -385,15 +389,12 @@ class SdxlEngine:
         except Exception as error:
             if _is_oom(error):
                 raise
-            from sdxl_ros.engine.acceleration import switch_off
             switch_off(accel, 'failed during a goal', error)
             return self._generate(request, on_progress, cancel, preview_every, text, loras,
                                   started)
 
     def _generate(self, request, on_progress, cancel, preview_every, text, loras, started):
         """Run the body of `generate`, without the error translation."""
-        import torch
-        from sdxl_ros.engine.lora import fused_mode_needed
         models = self._models
         self._loras.apply(loras, fused_mode_needed(models.base, self._accel))
         emphasis = request.emphasis or self.config.emphasis
@@ -440,7 +441,6 @@ class SdxlEngine:
         if not request.control:
             self._controlnets.use([])  # kept while goals use them
             return [], []
-        from sdxl_ros.engine.controlnet_files import request_controlnets
         files = request_controlnets(request, self.config.controlnet_dir, self.config.model_dir,
                                     self._lora_target.cross_attention_dim)
         unet = self._models.base.unet
@@ -459,10 +459,8 @@ class SdxlEngine:
         `init` is (init latents, PreparedInit) for img2img/inpainting, else (None, None);
         `switch` is where the base hands over, as a fraction of the whole schedule; `text`
         is the prompt without its LoRA tags, read with `emphasis`; `units` are the
-        ControlNet units (controlnet.PreparedUnit) the base pass runs with.
+        ControlNet units (conditioning.controlnet.PreparedUnit) the base pass runs with.
         """
-        from sdxl_ros.engine.prompts import encode_base, encode_refiner
-        from sdxl_ros.engine.schedulers import make_scheduler
         models = self._models
         init_latents, prepared = init
         kind = 'text' if prepared is None else ('img2img' if prepared.mask is None
@@ -485,7 +483,6 @@ class SdxlEngine:
             inputs = {'width': request.width, 'height': request.height}
         else:
             inputs = {'image': init_latents, 'strength': request.denoising_strength}
-        from sdxl_ros.engine.controlnet import controlled
         with controlled(base.unet, units, lambda: state.step / plan.total):
             latents = base(denoising_end=switch if plan.uses_refiner else None,
                            **inputs, **base_embeds.as_kwargs(), **common).images
@@ -541,7 +538,6 @@ class _StepState:
         self.clock.step_finished()
         fault = self.engine.config.fault_oom_at_step
         if fault and self.step == fault:
-            import torch
             raise torch.OutOfMemoryError(
                 'CUDA out of memory. Tried to allocate 2.00 GiB (injected by '
                 'fault_oom_at_step)')

@@ -4,14 +4,17 @@
 Every private torch API the fast path touches, each behind a feature check.
 
 A torch without one of them gets a False/None answer here, never an AttributeError elsewhere:
-the fast path then degrades (engine/acceleration.py decides how) instead of breaking a goal.
-Public APIs (torch.compile, torch.compiler.set_stance, torch.cuda.graph) are used directly
-by acceleration.py.
+the fast path then degrades (fast_path/switching.py) instead of breaking a goal. Public
+APIs (torch.compile, torch.compiler.set_stance, torch.cuda.graph) are used directly by the
+other fast_path modules.
 """
 
 import contextlib
 import importlib
 import os
+
+import torch
+from torch.nn.attention import SDPBackend
 
 
 def import_problem(name):
@@ -89,12 +92,10 @@ def serial_compile(enabled=True):
 
 def prefer_sdpa_backend(choice):
     """Put SDPA's `choice` kernel ('cudnn' or 'flash') first in its priority order."""
-    import torch
     get = getattr(torch._C, '_get_sdp_priority_order', None)
     put = getattr(torch._C, '_set_sdp_priority_order', None)
     if choice in ('', 'default') or get is None or put is None:
         return False
-    from torch.nn.attention import SDPBackend
     name = {'cudnn': 'CUDNN_ATTENTION', 'flash': 'FLASH_ATTENTION'}[choice]
     if not hasattr(SDPBackend, name):
         return False

@@ -17,6 +17,8 @@ import tempfile
 
 from sdxl_ros.engine.errors import ModelLoadError
 
+from transformers import CLIPTokenizer
+
 MAX_LENGTH = 77
 BOS = '<|startoftext|>'
 EOS = '<|endoftext|>'
@@ -51,7 +53,6 @@ def byte_alphabet():
 
 def _make_pair(vocab, merges):
     """Build SDXL's two CLIP tokenizers (same vocab, different pad token)."""
-    from transformers import CLIPTokenizer
     if 'vocab' in inspect.signature(CLIPTokenizer.__init__).parameters:
         # transformers >= 5 takes the vocabulary and merges in memory.
         def make(**kwargs):
@@ -112,7 +113,6 @@ def clip_tokenizers_from_bpe(path):
 
 def tokenizers_from_dir(folder):
     """Load the tokenizer pair from `folder` (tokenizer/ + tokenizer_2/, or one vocab set)."""
-    from transformers import CLIPTokenizer
     folder = Path(folder)
     nested = (folder / 'tokenizer').is_dir() and (folder / 'tokenizer_2').is_dir()
     for sub in ([folder / 'tokenizer', folder / 'tokenizer_2'] if nested else [folder]):

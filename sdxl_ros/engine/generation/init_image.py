@@ -17,6 +17,7 @@ A1111's three), the crop region and the overlay; PIL blurs. No ROS, no torch at 
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from diffusers.image_processor import VaeImageProcessor
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -26,7 +27,6 @@ _RESIZE = {'Just resize': 'default', 'Crop and resize': 'crop', 'Resize and fill
 
 def _processor():
     """Return a VaeImageProcessor (Lanczos, as A1111) for resizing and overlays."""
-    from diffusers.image_processor import VaeImageProcessor
     return VaeImageProcessor(vae_scale_factor=8)
 
 

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 import functools
 from typing import Optional
 
-from sdxl_ros.engine.prompt_chunks import chunk_prompt, CHUNK_TOKENS, empty_chunk, TokenSpec
 from sdxl_ros.engine.prompt_parser import literal, parse_emphasis
+from sdxl_ros.engine.prompting.chunks import chunk_prompt, CHUNK_TOKENS, empty_chunk, TokenSpec
 from sdxl_ros.engine.request import EMPHASIS_MODES
+
+import torch
 
 
 @dataclass
@@ -62,7 +64,6 @@ def _without_gradients(function):
     """Run `function` under torch.no_grad(), as the pipelines' own `__call__` does."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        import torch
         with torch.no_grad():
             return function(*args, **kwargs)
     return wrapper
@@ -114,7 +115,6 @@ def weighted(hidden, weights):
     """
     if all(w == 1.0 for w in weights):
         return hidden
-    import torch
     scale = torch.tensor(weights, dtype=hidden.dtype, device=hidden.device)
     original_mean = hidden.mean()
     hidden = hidden * scale.reshape(1, -1, 1)
@@ -123,7 +123,6 @@ def weighted(hidden, weights):
 
 def _encode_chunks(pipeline, per_encoder, device):
     """Encode chunk lists (one per encoder); return (sequence embeddings, pooled)."""
-    import torch
     parts, pooled = [], None
     for chunks, (_, encoder) in zip(per_encoder, _encoders(pipeline)):
         states, seen = [], {}
@@ -170,7 +169,6 @@ def encode_pipeline(pipeline, pieces, negative_pieces, guided, zero_negative, de
     if not guided:
         return result
     if zero_negative:
-        import torch
         result.negative_prompt_embeds = torch.zeros_like(embeds).to(dtype=dtype, device=device)
         result.negative_pooled_prompt_embeds = torch.zeros_like(pooled)
         return result
