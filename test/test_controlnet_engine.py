@@ -157,3 +157,15 @@ def test_controlnets_are_kept_while_goals_use_them(engine):
     assert held.loaded == ['tiny-union']
     held.use([])
     assert held.loaded == []
+
+
+def test_a_diffusers_folder_in_controlnet_dir_loads_and_is_hashed(tmp_path):
+    from sdxl_ros.engine.conditioning.controlnet import _tiny
+    from sdxl_ros.engine.controlnet_files import short_hash
+    folder_engine = tiny_engine(controlnet_dir=str(tmp_path))
+    _tiny(folder_engine.base_pipeline.unet).save_pretrained(tmp_path / 'my_depth')
+    preset, _ = image(folder_engine, unit())
+    saved, text = image(folder_engine, unit(model='my_depth'))
+    assert np.array_equal(saved, preset)  # the same weights, read back from the folder
+    digest = short_hash(tmp_path / 'my_depth')
+    assert len(digest) == 8 and f'Model: my_depth [{digest}]' in text
