@@ -12,6 +12,7 @@ fallback: the models must be plain diffusers modules again.
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -236,6 +237,21 @@ def test_failure_inside_a_goal_is_served_plainly(caplog, plain_image):
     assert not engine.accelerator.enabled and 'failed during a goal' in engine.accelerator.reason
     assert len(off_lines(caplog)) == 1
     assert_plain_modules(engine)
+
+
+def test_a_goal_run_again_without_the_fast_path_says_so_with_its_cost(caplog):
+    """The retry is explicit: one 'retrying' progress event first, one log line with the cost."""
+    engine = tiny_engine(fast_path=True, acceleration=simulated(fault_at='goal'))
+    events = []
+    with caplog.at_level(logging.WARNING, logger='sdxl_ros'):
+        engine.generate(tiny_request(seed=11), on_progress=events.append)
+    stages = [event.stage for event in events]
+    # The injected fault fires in the first UNet call, before any step was reported.
+    assert stages[0] == 'retrying' and stages.count('retrying') == 1
+    assert events[0].elapsed_sec >= 0 and stages[-1] == 'decoding'
+    lost = [r.getMessage() for r in caplog.records
+            if 'runs again without the fast path' in r.getMessage()]
+    assert len(lost) == 1 and re.search(r'; \d+\.\d\d s of its work was lost$', lost[0])
 
 
 def test_out_of_memory_in_a_goal_is_not_mistaken_for_a_fast_path_failure():

@@ -8,7 +8,8 @@ from typing import Optional
 
 import numpy as np
 
-STAGES = ('loading', 'base', 'refiner', 'decoding')
+# 'retrying': the fast path failed inside the goal, which runs again without it.
+STAGES = ('loading', 'base', 'refiner', 'decoding', 'retrying')
 
 
 @dataclass

@@ -14,9 +14,8 @@ import time
 
 from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline
 
-from sdxl_ros.engine.conditioning.controlnet import controlled, ControlNetSet
+from sdxl_ros.engine.conditioning.controlnet import ControlNetSet
 from sdxl_ros.engine.config import EngineConfig
-from sdxl_ros.engine.controlnet_files import request_controlnets
 from sdxl_ros.engine.errors import (EngineError, GenerationCancelled, ModelLoadError,
                                     OutOfMemory)
 from sdxl_ros.engine.fast_path.accelerator import Yielded
@@ -24,22 +23,17 @@ from sdxl_ros.engine.fast_path.applying import accelerate_pipelines
 from sdxl_ros.engine.fast_path.decision import precision_problem, probe_facts
 from sdxl_ros.engine.fast_path.preparation import BackgroundPreparer, GoalGate
 from sdxl_ros.engine.fast_path.switching import switch_off
-from sdxl_ros.engine.generation.decoding import decode_latents, encode_image, vae_needs_fp32
-from sdxl_ros.engine.generation.init_image import prepare_init
+from sdxl_ros.engine.generation.decoding import vae_needs_fp32
+from sdxl_ros.engine.generation.goal import Cancelled, Goal
 from sdxl_ros.engine.generation.memory import (activation_bytes, cuda_memory, host_memory,
                                                MemoryReport, module_bytes,
                                                release_cached_memory, usable_device_bytes)
-from sdxl_ros.engine.generation.preview import latents_to_rgb
-from sdxl_ros.engine.infotext import format_infotext
+from sdxl_ros.engine.generation.stages import run_goal
 from sdxl_ros.engine.lora_files import request_loras
 from sdxl_ros.engine.models.loading import load_models
-from sdxl_ros.engine.progress import Progress, ProgressClock
-from sdxl_ros.engine.prompting.encoding import encode_base, encode_refiner
-from sdxl_ros.engine.prompting.lora import fused_mode_needed, lora_target, LoraSet
+from sdxl_ros.engine.progress import Progress
+from sdxl_ros.engine.prompting.lora import lora_target, LoraSet
 from sdxl_ros.engine.request import SEED_LIMIT, validate_request
-from sdxl_ros.engine.result import GenerationResult
-from sdxl_ros.engine.schedulers import make_scheduler
-from sdxl_ros.engine.step_plan import img2img_switch, plan_steps
 
 import torch
 
@@ -55,10 +49,6 @@ def _is_oom(error):
         return True
     return isinstance(error, RuntimeError) and any(
         marker in str(error).lower() for marker in _OOM_MARKERS)
-
-
-class _Cancelled(Exception):
-    """Internal: raised from the step callback path when the cancel flag is seen."""
 
 
 class SdxlEngine:
@@ -112,6 +102,26 @@ class SdxlEngine:
     def refiner_pipeline(self):
         """Return the diffusers refiner pipeline, or None when there is no refiner."""
         return self._models.refiner if self._models else None
+
+    @property
+    def models(self):
+        """Return the LoadedModels (pipelines and names; None before `load`)."""
+        return self._models
+
+    @property
+    def scheduler_configs(self):
+        """Return {'base': ..., 'refiner': ...}: the loaded schedulers' configs (or None)."""
+        return self._scheduler_configs
+
+    @property
+    def loras(self):
+        """Return the LoraSet applied to the loaded models (None before `load`)."""
+        return self._loras
+
+    @property
+    def controlnets(self):
+        """Return the ControlNetSet of the loaded engine (None before `load`)."""
+        return self._controlnets
 
     @property
     def lora_target(self):
@@ -250,7 +260,7 @@ class SdxlEngine:
                                    offload_device=torch.device('cpu'),
                                    offload_type='leaf_level')
 
-    def _enter_stage(self, stage):
+    def enter_stage(self, stage):
         """In model_offload mode, keep only the UNet of `stage` on the GPU."""
         if self.config.memory_mode != 'model_offload' or self._device.type != 'cuda':
             return
@@ -262,7 +272,7 @@ class SdxlEngine:
             idle.to(torch.device('cpu'))
         active.to(self._device)
 
-    def _pipeline(self, kind, role):
+    def pipeline(self, kind, role):
         """
         Return the base/refiner pipeline for 'text', 'img2img' or 'inpaint'.
 
@@ -352,15 +362,13 @@ class SdxlEngine:
     def generate(self, request, on_progress=None, cancel=None, preview_every_n_steps=0):
         """Generate `request.num_images` images; see the package docstring for the contract."""
         started = time.monotonic()  # elapsed_sec counts all of it, scheduler setup included
-        request = validate_request(request, self.config.limits)
-        if self._models is None:
-            raise EngineError('models are not loaded: call load() first')
-        text, loras = request_loras(request, self.config.lora_dir, self._lora_target)
+        goal = self._check_inputs(request, started)                               # stage 1
+        goal.on_progress, goal.cancel = on_progress, cancel
+        goal.preview_every = preview_every_n_steps
         with self._gate.goal(), self._lock:
             try:
-                return self._generate_degrading(request, on_progress, cancel,
-                                                preview_every_n_steps, text, loras, started)
-            except _Cancelled:
+                return self._run(goal)
+            except Cancelled:
                 raise GenerationCancelled('generation cancelled; no image was decoded') \
                     from None
             except (EngineError, ValueError):
@@ -374,178 +382,38 @@ class SdxlEngine:
                         'vae_tiling, or memory_mode model_offload') from error
                 raise EngineError(f'generation failed: {error}') from error
 
-    def _generate_degrading(self, request, on_progress, cancel, preview_every, text, loras,
-                            started):
-        """Run `_generate`; if the fast path fails inside it, switch it off and run plainly."""
+    def _check_inputs(self, request, started):
+        """Stage 1: validate the request, find its LoRA files, resolve the seed; a Goal."""
+        request = validate_request(request, self.config.limits)
+        if self._models is None:
+            raise EngineError('models are not loaded: call load() first')
+        text, loras = request_loras(request, self.config.lora_dir, self._lora_target)
+        seed = request.seed if request.seed != -1 else random.randrange(
+            SEED_LIMIT - request.num_images + 1)
+        return Goal(request=request, text=text, loras=loras,
+                    emphasis=request.emphasis or self.config.emphasis, seed=seed,
+                    started=started, fault_oom_at_step=self.config.fault_oom_at_step)
+
+    def _run(self, goal):
+        """
+        Run the goal's stages (generation/stages.py), once more if the fast path fails.
+
+        A fast-path failure inside the stages switches the fast path off and runs the goal
+        again without it: logged with the seconds lost, and a 'retrying' progress event.
+        """
         accel = self._accel
         if accel is None or not accel.enabled:
-            return self._generate(request, on_progress, cancel, preview_every, text, loras,
-                                  started)
+            return run_goal(self, goal)
         try:
-            return self._generate(request, on_progress, cancel, preview_every, text, loras,
-                                  started)
-        except (_Cancelled, EngineError, ValueError):
+            return run_goal(self, goal)
+        except (Cancelled, EngineError, ValueError):
             raise
         except Exception as error:
             if _is_oom(error):
                 raise
+            lost = time.monotonic() - goal.started
             switch_off(accel, 'failed during a goal', error)
-            return self._generate(request, on_progress, cancel, preview_every, text, loras,
-                                  started)
-
-    def _generate(self, request, on_progress, cancel, preview_every, text, loras, started):
-        """Run the body of `generate`, without the error translation."""
-        models = self._models
-        self._loras.apply(loras, fused_mode_needed(models.base, self._accel))
-        emphasis = request.emphasis or self.config.emphasis
-        lora_hashes = [(lora.name, lora.short_hash) for lora, _ in loras]
-        seed = request.seed if request.seed != -1 else random.randrange(
-            SEED_LIMIT - request.num_images + 1)
-        prepared = prepare_init(request)
-        strength = request.denoising_strength if prepared is not None else 1.0
-        switch = img2img_switch(strength, request.refiner_switch)
-        plan = plan_steps(request.scheduler, self._scheduler_configs['base'], request.steps,
-                          switch, models.refiner is not None, strength)
-        clock = ProgressClock(plan.total, request.num_images, started)
-        control_files, units = self._control_units(request)
-        result = GenerationResult()
-        init_latents = None
-        if prepared is not None:
-            init_latents = encode_image(models.base.vae, prepared.init, self._dtype)
-        for index in range(request.num_images):
-            image_seed = seed + index
-            state = _StepState(self, request, plan, clock, index, on_progress, cancel,
-                               preview_every)
-            generator = torch.Generator('cpu').manual_seed(image_seed)
-            latents = self._denoise(request, plan, generator, state, switch,
-                                    (init_latents, prepared), text, emphasis, units)
-            state.check_cancel()
-            state.report('decoding', plan.total)
-            decode_start = time.monotonic()
-            image = (self._accel.decode(latents) if self._accel is not None
-                     else decode_latents(models.base.vae, latents))[0]
-            if prepared is not None:
-                image = prepared.composite(image)
-            clock.decode_finished(time.monotonic() - decode_start)
-            result.images.append(image)
-            result.seeds.append(image_seed)
-            result.infotexts.append(format_infotext(
-                request, image_seed, models.base_name,
-                models.refiner_name if plan.uses_refiner else '', lora_hashes=lora_hashes,
-                emphasis=emphasis, control_hashes=[f.short_hash for f in control_files]))
-        result.elapsed_sec = clock.elapsed()
-        return result
-
-    def _control_units(self, request):
-        """Return (ControlNetFiles, PreparedUnits) of the request's ControlNet units."""
-        if not request.control:
-            self._controlnets.use([])  # kept while goals use them
-            return [], []
-        files = request_controlnets(request, self.config.controlnet_dir, self.config.model_dir,
-                                    self._lora_target.cross_attention_dim)
-        unet = self._models.base.unet
-        cfg = request.guidance_scale > 1 and unet.config.time_cond_proj_dim is None
-        units = self._controlnets.prepare(request, files, request.width, request.height, cfg)
-        if units and self._accel is not None and self._accel.enabled:
-            LOG.info('ControlNet goal: its controlled base steps run eagerly (the fast '
-                     "path's CUDA graphs take no ControlNet residuals)")
-        return files, units
-
-    def _denoise(self, request, plan, generator, state, switch, init, text, emphasis,
-                 units=()):
-        """
-        Run base (and refiner) to latents; stops early when cancelled.
-
-        `init` is (init latents, PreparedInit) for img2img/inpainting, else (None, None);
-        `switch` is where the base hands over, as a fraction of the whole schedule; `text`
-        is the prompt without its LoRA tags, read with `emphasis`; `units` are the
-        ControlNet units (conditioning.controlnet.PreparedUnit) the base pass runs with.
-        """
-        models = self._models
-        init_latents, prepared = init
-        kind = 'text' if prepared is None else ('img2img' if prepared.mask is None
-                                                else 'inpaint')
-        common = {'num_inference_steps': request.steps,
-                  'guidance_scale': request.guidance_scale, 'generator': generator,
-                  'output_type': 'latent', 'callback_on_step_end': state.on_step_end,
-                  'callback_on_step_end_tensor_inputs': ['latents']}
-        if kind == 'inpaint':
-            common.update(mask_image=prepared.mask, width=request.width,
-                          height=request.height)
-        state.check_cancel()
-        state.stage = 'base'
-        self._enter_stage('base')
-        base = self._pipeline(kind, 'base')
-        base.scheduler = make_scheduler(request.scheduler, self._scheduler_configs['base'])
-        base_embeds = encode_base(models.base, text, request.negative_prompt,
-                                  request.guidance_scale, self._device, emphasis)
-        if kind == 'text':
-            inputs = {'width': request.width, 'height': request.height}
-        else:
-            inputs = {'image': init_latents, 'strength': request.denoising_strength}
-        with controlled(base.unet, units, lambda: state.step / plan.total):
-            latents = base(denoising_end=switch if plan.uses_refiner else None,
-                           **inputs, **base_embeds.as_kwargs(), **common).images
-        if not plan.uses_refiner:
-            return latents
-        state.check_cancel()
-        state.stage = 'refiner'
-        self._enter_stage('refiner')
-        refiner = self._pipeline(kind, 'refiner')
-        refiner.scheduler = make_scheduler(request.scheduler,
-                                           self._scheduler_configs['refiner'])
-        refiner_embeds = encode_refiner(models.base, models.refiner, base_embeds,
-                                        text, request.negative_prompt,
-                                        request.guidance_scale, self._device, emphasis)
-        return refiner(image=latents, denoising_start=switch,
-                       **refiner_embeds.as_kwargs(), **common).images
-
-
-class _StepState:
-    """Per-image step bookkeeping shared by the base and refiner callbacks."""
-
-    def __init__(self, engine, request, plan, clock, index, on_progress, cancel, preview_every):
-        """Bind the callback targets of one image."""
-        self.engine = engine
-        self.request = request
-        self.total = plan.total
-        self.clock = clock
-        self.index = index
-        self.on_progress = on_progress
-        self.cancel = cancel
-        self.preview_every = preview_every
-        self.stage = 'base'
-        self.step = 0
-
-    def check_cancel(self):
-        """Raise _Cancelled if the caller set the cancel flag."""
-        if self.cancel is not None and self.cancel.is_set():
-            raise _Cancelled()
-
-    def report(self, stage, step, preview=None):
-        """Send one Progress event to the caller's callback, if any."""
-        if self.on_progress is None:
-            return
-        self.on_progress(Progress(
-            stage=stage, step=step, total_steps=max(self.total, step),
-            image_index=self.index, num_images=self.request.num_images,
-            elapsed_sec=self.clock.elapsed(), eta_sec=self.clock.eta(self.index),
-            preview=preview))
-
-    def on_step_end(self, pipe, _i, _t, callback_kwargs):
-        """Handle diffusers' per-step hook: count, fault-inject, preview, report, cancel."""
-        self.step += 1
-        self.clock.step_finished()
-        fault = self.engine.config.fault_oom_at_step
-        if fault and self.step == fault:
-            raise torch.OutOfMemoryError(
-                'CUDA out of memory. Tried to allocate 2.00 GiB (injected by '
-                'fault_oom_at_step)')
-        preview = None
-        if self.preview_every and self.step % self.preview_every == 0:
-            preview = latents_to_rgb(callback_kwargs['latents'][0])
-        self.report(self.stage, self.step, preview)
-        if self.cancel is not None and self.cancel.is_set():
-            # Skip the remaining steps at once; output_type='latent' means no decode follows.
-            pipe._interrupt = True
-        return callback_kwargs
+            LOG.warning('the goal runs again without the fast path; %.2f s of its work was '
+                        'lost', lost)
+            goal.retry(lost)
+            return run_goal(self, goal)

@@ -19,6 +19,7 @@ from typing import Optional
 from diffusers import (AutoencoderKL, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline,
                        UNet2DConditionModel)
 from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+import diffusers.utils
 
 from sdxl_ros.engine.errors import ModelLoadError
 from sdxl_ros.engine.model_files import (pick_single_file_config, read_checkpoint_shapes,
@@ -31,6 +32,10 @@ from sdxl_ros.engine.presets import PRESETS
 
 import torch
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+# Newer diffusers pipelines take `dtype` and warn that `torch_dtype` is deprecated (they have
+# the helper that resolves the two); older ones take only `torch_dtype`.
+_PIPELINE_DTYPE_KWARG = 'dtype' if hasattr(diffusers.utils, '_resolve_dtype') else 'torch_dtype'
 
 
 @dataclass
@@ -170,7 +175,7 @@ def _folder_variant(folder):
 
 def _folder_pipeline(source, role, dtype, share_from=None):
     """Load a diffusers-format folder, strictly offline."""
-    kwargs = {'local_files_only': True, 'torch_dtype': dtype, 'add_watermarker': False,
+    kwargs = {'local_files_only': True, _PIPELINE_DTYPE_KWARG: dtype, 'add_watermarker': False,
               'variant': _folder_variant(source.location)}
     try:
         if role == 'refiner':

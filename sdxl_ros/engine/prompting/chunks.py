@@ -3,7 +3,7 @@
 """
 Long prompts as A1111 reads them: 75-token chunks, each framed by start/end tokens (77).
 
-Pure Python (no torch): token ids and per-token weights only; `prompts.py` encodes them.
+Pure Python (no torch): token ids and per-token weights only; `prompting/encoding.py` encodes them.
 Rules (DESIGN.md "A1111 prompt semantics"): tokens fill a chunk of 75; when a chunk is full
 and the last comma lies at most 20 tokens before its end, the tokens after that comma move to
 the next chunk; BREAK pads the current chunk and starts a new one; a chunk is padded after

@@ -3,7 +3,7 @@
 """
 Prompt embeddings for one image, encoded once for base and refiner, A1111-style.
 
-Prompts of any length are cut into 77-token chunks (`prompt_chunks.py`, after the emphasis
+Prompts of any length are cut into 77-token chunks (`prompting/chunks.py`, after the emphasis
 syntax is parsed by `prompt_parser.py`); every chunk goes through each text encoder on its
 own, the penultimate hidden states are concatenated along the sequence axis, and the pooled
 vector (text_encoder_2's projection) is the first chunk's. Emphasis weights are applied as

@@ -19,6 +19,7 @@ base is bit-identical to before (unfusing by subtraction would not be).
 """
 
 import logging
+import warnings
 
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
@@ -111,7 +112,11 @@ class LoraSet:
         """Read one LoRA file and add it as adapter `name` (nothing is fetched)."""
         try:
             state = load_file(lora_file.path, device='cpu')
-            self.base.load_lora_weights(state, adapter_name=name)
+            with warnings.catch_warnings():
+                # Adapters beside adapters is diffusers' multi-LoRA path (set_adapters picks
+                # the active ones); PEFT warns about a second adapter all the same.
+                warnings.filterwarnings('ignore', message='Already found a `peft_config`')
+                self.base.load_lora_weights(state, adapter_name=name)
         except Exception as error:  # noqa: BLE001 - diffusers/PEFT raise many kinds
             try:
                 self.base.delete_adapters([name])
