@@ -97,6 +97,8 @@ class EngineConfig:
     model_dir only.
     fault_oom_at_step: test hook; at this 1-based step of every image the engine raises an
     out-of-memory error as torch would (0 = off).
+    embeddings_dir: folder with textual-inversion embeddings (NAME.safetensors with clip_l and
+    clip_g tensors) that prompts use by NAME; empty = none.
     """
 
     base_model: str = 'tiny'
@@ -113,6 +115,7 @@ class EngineConfig:
     lora_dir: str = ''
     limits: Limits = field(default_factory=Limits)
     fault_oom_at_step: int = 0
+    embeddings_dir: str = ''
     controlnet_dir: str = ''
 
     def __post_init__(self):
@@ -127,7 +130,8 @@ class EngineConfig:
 
 def load_key(config):
     """Return the part of an EngineConfig that fixes the loaded models (limits etc. do not)."""
-    return replace(config, limits=Limits(), emphasis='original', lora_dir='', controlnet_dir='')
+    return replace(config, limits=Limits(), emphasis='original', lora_dir='',
+                   embeddings_dir='', controlnet_dir='')
 
 
 def needs_reload(old, new):

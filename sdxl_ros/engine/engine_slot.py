@@ -164,6 +164,7 @@ class EngineSlot:
         if engine is not None and engine.is_loaded and not needs_reload(engine.config, config):
             engine.config.limits = config.limits
             engine.config.emphasis, engine.config.lora_dir = config.emphasis, config.lora_dir
+            engine.config.embeddings_dir = config.embeddings_dir
             return ''
         if on_loading is not None:
             on_loading()

@@ -59,11 +59,12 @@ def _number(value):
 
 
 def format_infotext(request, seed, base_model_name='', refiner_model_name='', lora_hashes=(),
-                    emphasis='original', control_hashes=()):
+                    emphasis='original', ti_hashes=(), control_hashes=()):
     """
     Return the A1111 `parameters` text for one image of `request` generated with `seed`.
 
     `lora_hashes`: [(name, short hash)] of the prompt's LoRAs; `emphasis`: the mode used;
+    `ti_hashes`: [(name, short hash)] of the textual-inversion embeddings the prompts used.
     `control_hashes`: the short hash of each ControlNet unit's model ('' for a preset).
     """
     params = [
@@ -89,6 +90,9 @@ def format_infotext(request, seed, base_model_name='', refiner_model_name='', lo
             params.append(('Masked area padding', int(request.inpaint_full_res_padding)))
     if lora_hashes:
         params.append(('Lora hashes', _quote(', '.join(f'{n}: {h}' for n, h in lora_hashes))))
+    if ti_hashes:
+        params.append(('TI hashes', _quote(', '.join(
+            f'{n.replace(":", "").replace(",", "")}: {h}' for n, h in ti_hashes))))
     if emphasis and emphasis != DEFAULT_EMPHASIS:
         params.append(('Emphasis', _quote(emphasis.capitalize())))
     hashes = tuple(control_hashes) + ('',) * len(request.control)

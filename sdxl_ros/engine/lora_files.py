@@ -21,7 +21,7 @@ from pathlib import Path
 import re
 from typing import Optional
 
-from sdxl_ros.engine.prompt_parser import extract_loras, merge_loras
+from sdxl_ros.engine.prompt_parser import extract_loras
 from sdxl_ros.engine.request import RequestError
 
 LORA_SUFFIX = '.safetensors'
@@ -35,6 +35,27 @@ _PREFIXES = {'unet': ('lora_unet_', 'unet.'),
              'te1': ('lora_te1_', 'text_encoder.'),
              'te2': ('lora_te2_', 'text_encoder_2.'),
              'te_sd1': ('lora_te_',)}
+
+
+# The tensor-name endings of one module's low-rank pair (kohya, A1111 "lora.down", PEFT).
+_PAIR_KEY = re.compile(r'\.(?:lora_down|lora_up|lora\.down|lora\.up|lora_A|lora_B|'
+                       r'lora_linear_layer\.down|lora_linear_layer\.up)\.weight$')
+_DOWN_KEY = re.compile(r'\.(?:lora_down|lora\.down|lora_A|lora_linear_layer\.down)\.weight$')
+# Keys a LoRA/LoCon file may hold besides the pairs: scale, and bias-free extras.
+_EXTRA_KEY = re.compile(r'\.alpha$')
+# Network kinds diffusers' LoRA loader cannot apply, by a key ending of theirs.
+_UNSUPPORTED = (
+    (re.compile(r'\.hada_w[12]_[ab]$|\.hada_t[12]$'), 'a LyCORIS LoHa'),
+    (re.compile(r'\.lokr_w[12](?:_[ab])?$|\.lokr_t2$'), 'a LyCORIS LoKr'),
+    (re.compile(r'\.dora_scale$|\.lora_magnitude_vector'), 'a DoRA (its magnitude vectors)'),
+    (re.compile(r'\.on_input$'), 'an (IA)^3 network'),
+    (re.compile(r'\.oft_blocks$|\.oft_diag$'), 'an OFT network'),
+    (re.compile(r'\.a[12]\.weight$|\.b[12]\.weight$'), 'a GLoRA'),
+    (re.compile(r'\.diff(?:_b)?$'), 'a full-weight difference network'),
+    (re.compile(r'\.[wb]_norm$'), 'a norm-layer network'),
+)
+#: How many key names a refusal lists before it counts the rest.
+NAMES_SHOWN = 8
 
 
 class LoraError(RequestError):
@@ -58,6 +79,7 @@ class LoraFile:
     name: str
     path: str
     short_hash: str
+    modules: int = 0
 
 
 def list_loras(lora_dir):
@@ -113,12 +135,41 @@ def _in_width(shapes, pattern, prefixes):
             if key.startswith(prefixes) and pattern.search(key) and len(shape) >= 2}
 
 
+def name_list(names, shown=NAMES_SHOWN):
+    """Return 'a, b, c and N more' for a list of names (a refusal's whole list, counted)."""
+    names = list(names)
+    text = ', '.join(names[:shown])
+    return text + (f' and {len(names) - shown} more' if len(names) > shown else '')
+
+
+def module_count(shapes):
+    """Return how many modules a LoRA file changes (its low-rank down matrices)."""
+    return sum(1 for key in shapes if _DOWN_KEY.search(key))
+
+
+def check_kind(name, shapes):
+    """Raise LoraError unless every key is part of a LoRA/LoCon low-rank pair or its alpha."""
+    for pattern, kind in _UNSUPPORTED:
+        found = [key for key in shapes if pattern.search(key)]
+        if found:
+            raise LoraError(
+                f'LoRA {name!r} is {kind} ({len(found)} keys such as {found[0]}): only LoRA and '
+                'LoCon files (lora_down/lora_up or lora_A/lora_B pairs) can be applied; '
+                "diffusers' LoRA loader does not read this kind of network")
+    other = sorted(key for key in shapes
+                   if not _PAIR_KEY.search(key) and not _EXTRA_KEY.search(key))
+    if other:
+        raise LoraError(f'LoRA {name!r} holds {len(other)} keys that are not LoRA weights and '
+                        f'would not be applied: {name_list(other)}')
+
+
 def check_fits(name, shapes, target):
     """Raise LoraError unless a LoRA with these tensor shapes fits `target` (None: keys only)."""
     has = {part: any(k.startswith(p) for k in shapes) for part, p in _PREFIXES.items()}
     if not (has['unet'] or has['te1'] or has['te2'] or has['te_sd1']):
         raise LoraError(f'LoRA {name!r} holds no LoRA weights (no lora_unet_/lora_te1_/'
                         'lora_te2_ keys): is it a LoRA at all?')
+    check_kind(name, shapes)
     if has['te_sd1'] and not (has['te1'] or has['te2']):
         raise LoraError(f'LoRA {name!r} is not an SDXL LoRA: it has one text encoder '
                         '(lora_te_ keys), as SD 1.x/2.x LoRAs do; SDXL LoRAs have lora_te1_/'
@@ -168,12 +219,34 @@ def resolve_lora(name, lora_dir, target=None, with_hash=True):
     path = find_lora(name, lora_dir)
     shapes, metadata = read_header(path)
     check_fits(name, shapes, target)
-    return LoraFile(name, path, short_hash(path, metadata) if with_hash else '')
+    return LoraFile(name, path, short_hash(path, metadata) if with_hash else '',
+                    module_count(shapes))
 
 
 def resolve_loras(tags, lora_dir, target=None, with_hash=True):
     """Return [(LoraFile, weight)] for merged (name, weight) pairs, or raise LoraError."""
     return [(resolve_lora(name, lora_dir, target, with_hash), weight) for name, weight in tags]
+
+
+def merge_repeated(tags):
+    """
+    Return [(name, weight)], one per name, for LoRA tags as A1111 applies repeated ones.
+
+    Tags are grouped by type (`lora`, `lyco`: a tag's `kind`, `lora` when it has none) in
+    the order each type first appears; a name that occurs n times in that list is applied n
+    times at its last weight there, i.e. once at n times that weight (linear in the weight).
+    """
+    kinds = []
+    for tag in tags:
+        kind = getattr(tag, 'kind', 'lora')
+        if kind not in kinds:
+            kinds.append(kind)
+    ordered = [tag for kind in kinds for tag in tags if getattr(tag, 'kind', 'lora') == kind]
+    counts, last = {}, {}
+    for tag in ordered:
+        counts[tag.name] = counts.get(tag.name, 0) + 1
+        last[tag.name] = tag.weight
+    return [(name, counts[name] * last[name]) for name in counts]
 
 
 def request_loras(request, lora_dir, target=None, with_hash=True):
@@ -185,4 +258,4 @@ def request_loras(request, lora_dir, target=None, with_hash=True):
     admission passes `with_hash` False: hashing a large file is left to the engine.
     """
     text, tags = extract_loras(request.prompt)
-    return text, resolve_loras(merge_loras(tags), lora_dir, target, with_hash)
+    return text, resolve_loras(merge_repeated(tags), lora_dir, target, with_hash)

@@ -11,6 +11,7 @@ a running node.
 import numpy as np
 
 from sdxl_ros.engine.controlnet_files import request_controlnets
+from sdxl_ros.engine.embedding_files import EmbeddingWidths, request_embeddings
 from sdxl_ros.engine.lora_files import request_loras
 from sdxl_ros.engine.request import (DEFAULT_INPAINT_PADDING, DEFAULT_MASK_BLUR,
                                      GenerationRequest, RequestError, RESIZE_MODES,
@@ -107,14 +108,18 @@ def admit_goal(goal, params, lora_target):
     Validate a goal at admission; return (request, init_image_topic or '').
 
     A topic goal is checked against a stand-in frame now (its real frame comes when it runs);
-    LoRA names, files and shapes are checked too, so a bad goal never waits in the queue.
-    Raises RequestError with the reason.
+    LoRA names, files and shapes are checked too, and the textual-inversion embeddings the
+    prompts name, so a bad goal never waits in the queue. Raises RequestError with the reason.
     """
     topic = init_topic(goal)
     control_topics(goal)  # refuses a unit with both or neither of image and image_topic
     frame = stand_in_frame(goal, params) if topic else None
     request = validate_request(goal_to_request(goal, params, frame), params.limits())
     request_loras(request, params.lora_dir, lora_target, with_hash=False)
+    widths = (EmbeddingWidths(lora_target.text_encoder_width, lora_target.text_encoder_2_width)
+              if lora_target is not None else None)
+    request_embeddings([request.prompt, request.negative_prompt],
+                       params.embeddings_dir, widths, with_hash=False)
     request_controlnets(request, params.controlnet_dir, params.model_dir,
                         getattr(lora_target, 'cross_attention_dim', None), with_hash=False)
     return request, topic

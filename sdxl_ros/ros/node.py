@@ -38,7 +38,8 @@ from sdxl_ros.ros.goal_conversion import admit_goal
 from sdxl_ros.ros.goal_runner import Admission, GoalRunner
 from sdxl_ros.ros.goal_scheduler import GoalScheduler, TICK_SEC
 from sdxl_ros.ros.init_frame import wait_for_frame
-from sdxl_ros.ros.model_listing import list_controlnets, list_loras, list_models
+from sdxl_ros.ros.model_listing import (list_controlnets, list_embeddings, list_loras,
+                                        list_models)
 from sdxl_ros.ros.node_parameters import check_parameters
 from sdxl_ros.ros.parameter_descriptors import declare_parameters, read_parameters
 from sdxl_ros.ros.publishing import Publishing
@@ -262,6 +263,7 @@ class SdxlNode(LifecycleNode):
         response.models, response.model_dir = list_models(params.model_dir)
         response.base_model, response.refiner_model = params.base_model, params.refiner_model
         response.loras = list_loras(params.lora_dir)
+        response.embeddings = list_embeddings(params.embeddings_dir)
         response.controlnets = list_controlnets(params.controlnet_dir, params.model_dir)
         return response
 

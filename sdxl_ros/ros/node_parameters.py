@@ -137,6 +137,11 @@ PARAMETERS = (
     ParameterSpec('output_dir', '',
                   'If set, also save every result as PNG with its infotext here; the node '
                   'chooses the file names.'),
+    ParameterSpec('embeddings_dir', '',
+                  'Folder with textual-inversion embeddings (SDXL .safetensors with clip_l and '
+                  'clip_g tensors, at any depth; listed by ~/list_models): a word of the prompt '
+                  'or negative prompt equal to a file name without extension uses it; '
+                  'empty = none.'),
     ParameterSpec('controlnet_dir', '',
                   'Folder with the ControlNets that goals name in control[].model (diffusers '
                   'folders or .safetensors files; listed by ~/list_models); empty = model_dir '
@@ -182,7 +187,8 @@ class _ParameterValues:
             dtype=self.dtype, memory_mode=self.memory_mode, vae_tiling=self.vae_tiling,
             fast_path=self.fast_path, acceleration=self.acceleration(), limits=self.limits(),
             fault_oom_at_step=self.fault_oom_at_step, emphasis=self.emphasis,
-            lora_dir=self.lora_dir, controlnet_dir=self.controlnet_dir)
+            lora_dir=self.lora_dir, embeddings_dir=self.embeddings_dir,
+            controlnet_dir=self.controlnet_dir)
 
     def sizes_to_prepare(self):
         """Return prepare_sizes as (width, height) pairs (ValueError names a bad entry)."""

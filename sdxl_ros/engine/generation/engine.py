@@ -32,6 +32,7 @@ from sdxl_ros.engine.generation.stages import run_goal
 from sdxl_ros.engine.lora_files import request_loras
 from sdxl_ros.engine.models.loading import load_models
 from sdxl_ros.engine.progress import Progress
+from sdxl_ros.engine.prompting.embeddings import embedding_widths, EmbeddingSet, matched_names
 from sdxl_ros.engine.prompting.lora import lora_target, LoraSet
 from sdxl_ros.engine.request import SEED_LIMIT, validate_request
 
@@ -66,6 +67,7 @@ class SdxlEngine:
         self._preparer = None
         self._lora_target = None
         self._loras = None
+        self._embeddings = None
         self._controlnets = None
         self._lock = threading.Lock()
         self._gate = GoalGate()
@@ -174,6 +176,7 @@ class SdxlEngine:
         self._models = models
         self._lora_target = lora_target(models.base, models.refiner)
         self._loras = LoraSet(models.base)
+        self._embeddings = EmbeddingSet(embedding_widths(models.base))
         self._controlnets = ControlNetSet(models.base.unet, device, dtype)
         self._accelerate(models)
         if on_progress:
@@ -302,6 +305,7 @@ class SdxlEngine:
         self._scheduler_configs = None
         self._lora_target = None
         self._loras = None
+        self._embeddings = None
         self._controlnets = None
         if self._accel is not None:
             self._accel.disable('unloaded')
@@ -388,9 +392,15 @@ class SdxlEngine:
         if self._models is None:
             raise EngineError('models are not loaded: call load() first')
         text, loras = request_loras(request, self.config.lora_dir, self._lora_target)
+        texts = [text, request.negative_prompt]
+        embeddings = self._embeddings.for_texts(texts, self.config.embeddings_dir)
+        models = self._models
+        ti_hashes = [(name, embeddings[name].file.short_hash) for name in matched_names(
+            models.base.tokenizer or models.base.tokenizer_2, embeddings, texts)]
         seed = request.seed if request.seed != -1 else random.randrange(
             SEED_LIMIT - request.num_images + 1)
-        return Goal(request=request, text=text, loras=loras,
+        return Goal(request=request, text=text, loras=loras, embeddings=embeddings,
+                    ti_hashes=ti_hashes,
                     emphasis=request.emphasis or self.config.emphasis, seed=seed,
                     started=started, fault_oom_at_step=self.config.fault_oom_at_step)
 

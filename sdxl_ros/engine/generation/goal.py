@@ -33,6 +33,10 @@ class Goal:
     emphasis: str
     seed: int                                  # of image 0; image i uses seed + i
     started: float                             # monotonic; elapsed_sec counts from here
+    # Textual-inversion embeddings the prompt or negative names ({name: Embedding}) and
+    # their [(name, short hash)] as infotext writes them.
+    embeddings: dict = field(default_factory=dict)
+    ti_hashes: List[Tuple[str, str]] = field(default_factory=list)
     on_progress: Optional[Callable[[Progress], None]] = None
     cancel: Optional[threading.Event] = None
     preview_every: int = 0

@@ -99,10 +99,11 @@ def encode_prompts(engine, goal, role, base_embeds=None):
     models, request = engine.models, goal.request
     if role == 'base':
         return encode_base(models.base, goal.text, request.negative_prompt,
-                           request.guidance_scale, engine.device, goal.emphasis)
+                           request.guidance_scale, engine.device, goal.emphasis,
+                           goal.embeddings)
     return encode_refiner(models.base, models.refiner, base_embeds, goal.text,
                           request.negative_prompt, request.guidance_scale, engine.device,
-                          goal.emphasis)
+                          goal.emphasis, goal.embeddings)
 
 
 def base_inputs(goal):
@@ -166,4 +167,5 @@ def package(engine, goal, result, picture, seed):
     result.infotexts.append(format_infotext(
         goal.request, seed, models.base_name,
         models.refiner_name if goal.plan.uses_refiner else '', lora_hashes=goal.lora_hashes,
-        emphasis=goal.emphasis, control_hashes=[f.short_hash for f in goal.control_files]))
+        emphasis=goal.emphasis, ti_hashes=goal.ti_hashes,
+        control_hashes=[f.short_hash for f in goal.control_files]))

@@ -8,10 +8,12 @@ Rules (DESIGN.md "A1111 prompt semantics"): tokens fill a chunk of 75; when a ch
 and the last comma lies at most 20 tokens before its end, the tokens after that comma move to
 the next chunk; BREAK pads the current chunk and starts a new one; a chunk is padded after
 its end token with the tokenizer's pad token (weight 1); an empty prompt is one chunk.
+A textual-inversion embedding (a tuple of vector items in place of a token id) takes one
+position per vector and is never split: when it does not fit, the chunk ends before it.
 """
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Tuple
 
 #: Tokens of text per chunk (CLIP's 77 minus start and end).
 CHUNK_TOKENS = 75
@@ -38,12 +40,17 @@ class TokenSpec:
                    comma=-1 if comma is None or comma == unknown else comma)
 
 
+#: The token id standing where an embedding vector goes in (A1111 uses 0 too).
+VECTOR_PLACEHOLDER = 0
+
+
 @dataclass
 class Chunk:
-    """77 token ids and their weights (start, 75 text/padding, end)."""
+    """77 token ids and their weights; `fixes`: (position, embedding vector) pairs."""
 
     tokens: List[int]
     weights: List[float]
+    fixes: Tuple = ()
 
 
 def split_chunks(segments, spec, chunk_tokens=CHUNK_TOKENS, backtrack=COMMA_BACKTRACK):
@@ -79,6 +86,13 @@ def split_chunks(segments, spec, chunk_tokens=CHUNK_TOKENS, backtrack=COMMA_BACK
                 tokens, weights = moved, moved_weights
             if len(tokens) == chunk_tokens:
                 close()
+            if isinstance(token, tuple):
+                # An embedding's vectors stay together in one chunk.
+                if len(tokens) + len(token) > chunk_tokens:
+                    close()
+                tokens.extend(token)
+                weights.extend([weight] * len(token))
+                continue
             tokens.append(token)
             weights.append(weight)
     if tokens or not chunks:
@@ -89,8 +103,10 @@ def split_chunks(segments, spec, chunk_tokens=CHUNK_TOKENS, backtrack=COMMA_BACK
 def _frame(tokens, weights, spec, chunk_tokens):
     """Put start/end around the tokens and pad to chunk_tokens + 2."""
     pad = chunk_tokens - len(tokens)
-    return Chunk([spec.bos] + list(tokens) + [spec.eos] + [spec.pad] * pad,
-                 [1.0] + list(weights) + [1.0] + [1.0] * pad)
+    fixes = tuple((1 + i, t) for i, t in enumerate(tokens) if not isinstance(t, int))
+    ids = [t if isinstance(t, int) else VECTOR_PLACEHOLDER for t in tokens]
+    return Chunk([spec.bos] + ids + [spec.eos] + [spec.pad] * pad,
+                 [1.0] + list(weights) + [1.0] + [1.0] * pad, fixes)
 
 
 def empty_chunk(spec, chunk_tokens=CHUNK_TOKENS):

@@ -18,6 +18,9 @@ bigG, shared between them) on the same prompt. The refiner's embeddings are exac
 base's second-encoder half, so they are sliced from the base's instead of recomputed; only
 an empty negative prompt still needs its own encoding for the refiner, whose config does
 not zero it. Same tensors bit for bit, one encoder pass fewer.
+
+Textual-inversion embeddings (`embeddings.py`): `embeddings` ({name: Embedding}, the ones the
+goal's prompts use) replace their names' tokens by vectors before chunking.
 """
 
 from dataclasses import dataclass
@@ -26,6 +29,8 @@ from typing import Optional
 
 from sdxl_ros.engine.prompt_parser import literal, parse_emphasis
 from sdxl_ros.engine.prompting.chunks import chunk_prompt, CHUNK_TOKENS, empty_chunk, TokenSpec
+from sdxl_ros.engine.prompting.embeddings import (ENCODER_KEYS, name_ids, plain_call_kwargs,
+                                                  substitute, vectors_at)
 from sdxl_ros.engine.request import EMPHASIS_MODES
 
 import torch
@@ -83,18 +88,29 @@ def _encoders(pipeline):
     return [(tok, enc) for tok, enc in pairs if tok is not None and enc is not None]
 
 
-def _tokenizer_function(tokenizer):
+def _tokenizer_function(tokenizer, embeddings=None, key='clip_l'):
     """Return texts -> ids without start/end tokens and without the 77-token cut."""
+    lookup = name_ids(tokenizer, embeddings) if embeddings else []
+
     def tokenize(texts):
-        return tokenizer(list(texts), add_special_tokens=False, truncation=False,
-                         verbose=False)['input_ids']
+        ids = tokenizer(list(texts), add_special_tokens=False, truncation=False,
+                        verbose=False)['input_ids']
+        return [substitute(i, lookup, key) for i in ids] if lookup else ids
     return tokenize
 
 
-def prompt_chunks(pipeline, pieces):
+def _encoder_key(pipeline, encoder):
+    """Return the embedding-file key ('clip_l'/'clip_g') of one of the pipeline's encoders."""
+    return ENCODER_KEYS['text_encoder_2' if encoder is pipeline.text_encoder_2
+                        else 'text_encoder']
+
+
+def prompt_chunks(pipeline, pieces, embeddings=None):
     """Return, per text encoder of `pipeline`, the chunks of the parsed prompt `pieces`."""
-    return [chunk_prompt(pieces, _tokenizer_function(tok), TokenSpec.of(tok))
-            for tok, _ in _encoders(pipeline)]
+    return [chunk_prompt(pieces, _tokenizer_function(tok, embeddings,
+                                                     _encoder_key(pipeline, enc)),
+                         TokenSpec.of(tok))
+            for tok, enc in _encoders(pipeline)]
 
 
 def _pad_chunks(per_encoder, pipeline, count):
@@ -127,13 +143,17 @@ def _encode_chunks(pipeline, per_encoder, device):
     for chunks, (_, encoder) in zip(per_encoder, _encoders(pipeline)):
         states, seen = [], {}
         for index, chunk in enumerate(chunks):
-            key = (tuple(chunk.tokens), tuple(chunk.weights))
+            key = (tuple(chunk.tokens), tuple(chunk.weights), chunk.fixes)
             if key in seen:
                 # Repeated chunks (the empty padding ones) are encoded once.
                 states.append(seen[key])
                 continue
             ids = torch.tensor([chunk.tokens], dtype=torch.long, device=device)
-            out = encoder(ids, output_hidden_states=True)
+            if chunk.fixes:
+                with vectors_at(encoder, chunk.fixes):
+                    out = encoder(ids, output_hidden_states=True, **plain_call_kwargs(ids))
+            else:
+                out = encoder(ids, output_hidden_states=True)
             if index == 0 and out[0].ndim == 2:
                 # The projected pooled output (text_encoder_2): the first chunk's, as A1111.
                 pooled = out[0]
@@ -151,7 +171,8 @@ def _embeds_dtype(pipeline):
 
 
 @_without_gradients
-def encode_pipeline(pipeline, pieces, negative_pieces, guided, zero_negative, device):
+def encode_pipeline(pipeline, pieces, negative_pieces, guided, zero_negative, device,
+                    embeddings=None):
     """
     Encode parsed prompts for one pipeline; returns PromptEmbeddings.
 
@@ -159,8 +180,8 @@ def encode_pipeline(pipeline, pieces, negative_pieces, guided, zero_negative, de
     embeddings instead (diffusers' force_zeros_for_empty_prompt for an empty negative).
     Positive and negative get the same number of chunks.
     """
-    positive = prompt_chunks(pipeline, pieces)
-    negative = (prompt_chunks(pipeline, negative_pieces)
+    positive = prompt_chunks(pipeline, pieces, embeddings)
+    negative = (prompt_chunks(pipeline, negative_pieces, embeddings)
                 if guided and not zero_negative else [])
     count = max(len(c) for c in positive + negative)
     embeds, pooled = _encode_chunks(pipeline, _pad_chunks(positive, pipeline, count), device)
@@ -179,16 +200,17 @@ def encode_pipeline(pipeline, pieces, negative_pieces, guided, zero_negative, de
     return result
 
 
-def encode_base(base, prompt, negative_prompt, guidance_scale, device, emphasis='original'):
+def encode_base(base, prompt, negative_prompt, guidance_scale, device, emphasis='original',
+                embeddings=None):
     """Encode for the base pipeline (its `encode_prompt` for short prompts, bit for bit)."""
     return encode_pipeline(
         base, prompt_pieces(prompt, emphasis), prompt_pieces(negative_prompt, emphasis),
         uses_guidance(base, guidance_scale),
-        not negative_prompt and base.config.force_zeros_for_empty_prompt, device)
+        not negative_prompt and base.config.force_zeros_for_empty_prompt, device, embeddings)
 
 
 def encode_refiner(base, refiner, base_embeds, prompt, negative_prompt, guidance_scale,
-                   device, emphasis='original'):
+                   device, emphasis='original', embeddings=None):
     """
     Encode for the refiner, reusing `base_embeds` where the encoder is shared.
 
@@ -199,7 +221,7 @@ def encode_refiner(base, refiner, base_embeds, prompt, negative_prompt, guidance
     if not shares_text_encoder(base, refiner):
         return encode_pipeline(
             refiner, prompt_pieces(prompt, emphasis), prompt_pieces(negative_prompt, emphasis),
-            guided, refiner_zeroes, device)
+            guided, refiner_zeroes, device, embeddings)
     width = refiner.text_encoder_2.config.hidden_size
     embeds = PromptEmbeddings(base_embeds.prompt_embeds[..., -width:],
                               base_embeds.pooled_prompt_embeds)
@@ -213,7 +235,7 @@ def encode_refiner(base, refiner, base_embeds, prompt, negative_prompt, guidance
     # The base zeroed an empty negative prompt, the refiner encodes it: one encoder pass
     # per chunk, padded to the positive's chunk count.
     count = embeds.prompt_embeds.shape[1] // (CHUNK_TOKENS + 2)
-    negative = prompt_chunks(refiner, prompt_pieces(negative_prompt, emphasis))
+    negative = prompt_chunks(refiner, prompt_pieces(negative_prompt, emphasis), embeddings)
     negative_embeds, negative_pooled = _without_gradients(_encode_chunks)(
         refiner, _pad_chunks(negative, refiner, max([count] + [len(c) for c in negative])),
         device)

@@ -19,17 +19,34 @@ base is bit-identical to before (unfusing by subtraction would not be).
 """
 
 import logging
+import os
+import re
 import warnings
 
 from peft.tuners.tuners_utils import BaseTunerLayer
-from safetensors.torch import load_file
 
-from sdxl_ros.engine.lora_files import LoraError, LoraTarget
+from sdxl_ros.engine.lora_files import LoraError, LoraTarget, name_list
 
 import torch
 
 LOG = logging.getLogger(__name__)
 _COMPONENTS = ('unet', 'text_encoder', 'text_encoder_2')
+# A converted (diffusers-named) LoRA key: component, module path, low-rank part; the
+# attention-processor form (`attn1.processor.to_q_lora.down.weight`) names `attn1.to_q`.
+_CONVERTED_KEY = re.compile(r'^(unet|text_encoder|text_encoder_2)\.(.+?)\.(?:lora_linear_layer|'
+                            r'lora|lora_A|lora_B)(?:\.(?:down|up))?\.weight$')
+_PROCESSOR_KEY = re.compile(r'^(unet)\.(.+)\.processor\.(to_[qkv]|to_out)_lora\.(?:down|up)'
+                            r'\.weight$')
+#: How long a library's error text may get in a refusal before the rest is counted.
+REASON_CHARS = 1500
+
+
+def error_text(error, limit=REASON_CHARS):
+    """Return an exception's whole message on one line; past `limit`, say how much is left."""
+    text = ' '.join(str(error).split())
+    if len(text) > limit:
+        return f'{text[:limit]} … ({len(text) - limit} more characters)'
+    return text
 
 
 def lora_target(base, refiner):
@@ -109,21 +126,61 @@ class LoraSet:
             self.base.set_adapters(names, adapter_weights=[w for _, _, w in wanted])
 
     def _load(self, name, lora_file):
-        """Read one LoRA file and add it as adapter `name` (nothing is fetched)."""
+        """
+        Add one LoRA file as adapter `name`, every module of it or none (LoraError).
+
+        The file is loaded by path (local only, nothing is fetched), so diffusers reads its
+        `lora_adapter_metadata` (PEFT's lora_alpha: the strength of diffusers/PEFT files).
+        The modules that got the adapter are then counted against the file's: a key that
+        diffusers converted to a module the model lacks, or dropped, refuses the LoRA.
+        """
+        directory, filename = os.path.split(lora_file.path)
+        options = {'weight_name': filename, 'use_safetensors': True, 'local_files_only': True}
         try:
-            state = load_file(lora_file.path, device='cpu')
+            converted = self.base.lora_state_dict(
+                directory, unet_config=self.base.unet.config, **options)[0]
             with warnings.catch_warnings():
                 # Adapters beside adapters is diffusers' multi-LoRA path (set_adapters picks
                 # the active ones); PEFT warns about a second adapter all the same.
                 warnings.filterwarnings('ignore', message='Already found a `peft_config`')
-                self.base.load_lora_weights(state, adapter_name=name)
+                self.base.load_lora_weights(directory, adapter_name=name, **options)
+            self._check_applied(name, lora_file, converted)
         except Exception as error:  # noqa: BLE001 - diffusers/PEFT raise many kinds
-            try:
-                self.base.delete_adapters([name])
-            except Exception:  # noqa: BLE001 - nothing was added
-                pass
+            self._forget(name)
+            if isinstance(error, LoraError):
+                raise
             raise LoraError(f'LoRA {lora_file.name!r} cannot be applied to the base model: '
-                            f'{str(error).splitlines()[0]}') from error
+                            f'{error_text(error)}') from error
+
+    def _forget(self, name):
+        """Delete adapter `name` where a failed load left part of it."""
+        try:
+            self.base.delete_adapters([name])
+        except Exception:  # noqa: BLE001 - nothing was added
+            pass
+
+    def _check_applied(self, name, lora_file, converted):
+        """Raise LoraError unless adapter `name` sits on every module the file names."""
+        wanted = {}
+        for key in converted:
+            match = _PROCESSOR_KEY.match(key)
+            if match:
+                layer = 'to_out.0' if match.group(3) == 'to_out' else match.group(3)
+                wanted[f'unet.{match.group(2)}.{layer}'] = key
+                continue
+            match = _CONVERTED_KEY.match(key)
+            if match:
+                wanted[_plain_module_name(match.group(1), match.group(2))] = key
+        applied = set(adapter_modules(self.base, name))
+        missing = sorted(module for module in wanted if module not in applied)
+        present = max(lora_file.modules, len(wanted))
+        if missing or len(applied) < present:
+            raise LoraError(
+                f'LoRA {lora_file.name!r} would be applied only in part: {len(applied)} of its '
+                f'{present} modules found in the base model'
+                + (f'; not found: {name_list(missing)}' if missing else '')
+                + '. Is it a LoRA for another SDXL variant or architecture?')
+        LOG.info('LoRA %s: %d of %d modules applied', lora_file.name, len(applied), present)
 
     # ------------------------------------------------------------------ fast path hook
     def _apply_fused(self, wanted):
@@ -193,6 +250,24 @@ class LoraSet:
                 fused.weight.copy_(torch.cat([p.weight for p in parts]))
                 if fused.bias is not None and all(p.bias is not None for p in parts):
                     fused.bias.copy_(torch.cat([p.bias for p in parts]))
+
+
+def _plain_module_name(component, path):
+    """Return 'component.path' with transformers' optional `text_model.` level dropped."""
+    if path.startswith('text_model.'):
+        path = path[len('text_model.'):]
+    return f'{component}.{path}'
+
+
+def adapter_modules(base, name):
+    """Yield the module names ('unet.…', 'text_encoder.…') that carry PEFT adapter `name`."""
+    for component in _COMPONENTS:
+        module = getattr(base, component, None)
+        if module is None:
+            continue
+        for path, sub in module.named_modules():
+            if isinstance(sub, BaseTunerLayer) and name in getattr(sub, 'lora_A', {}):
+                yield _plain_module_name(component, path)
 
 
 def _keep_storage(storages):
