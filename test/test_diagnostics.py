@@ -9,7 +9,7 @@ from ros_harness import assert_served, NodeProcess, wait_for
 KEYS = {'node', 'lifecycle state', 'base model', 'refiner model', 'models loaded', 'device',
         'memory used', 'memory free', 'memory total', 'queue length', 'goals served',
         'goals refused', 'goals failed', 'goals cancelled', 'last image stamp', 'last failure',
-        'error'}
+        'error', 'devices in rotation'}
 
 
 def _health(**changes):

@@ -7,6 +7,7 @@ sdxl_generate: send one GenerateImage goal and save the result as PNG with its i
     sdxl_generate --from-png out.png --output again.png
     sdxl_generate --init-image photo.png --mask mask.png --strength 0.6 "a red door"
     sdxl_generate --init-topic /camera/image_raw --strength 0.5 "as an oil painting"
+    sdxl_generate --servers auto "a robot"   # the least busy of several servers
     sdxl_generate --control depth_metric:/camera/depth/image_raw:model=xl_depth:weight=0.8 \
         --control canny:sketch.png:model=xl_canny "a glass house"
 
@@ -93,6 +94,12 @@ def build_parser():
     parser.add_argument('--node-name', default='sdxl', help='name of the node (sdxl)')
     parser.add_argument('--action', default='',
                         help='full action name; overrides --namespace/--node-name')
+    parser.add_argument('--servers', default='', metavar='auto|NODE,NODE',
+                        help='choose among several servers (each sdxl_node in its own '
+                        'namespace) the one with the fewest goals per device on '
+                        '/diagnostics: auto = every server seen, or their node names '
+                        '(/gpu1/sdxl,/gpu2/sdxl); falls back to the next when one does not '
+                        'answer or goes away mid-goal')
     parser.add_argument('--timeout', type=float, default=30.0,
                         help='seconds to wait for the action server (default 30)')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
@@ -305,22 +312,66 @@ class GoalRunner:
         self.progress(message.feedback)
 
 
-def generate(args, goal):
-    """Run the goal against the server; return the exit status."""
+def choose_servers(node, args):
+    """Return the action names of the servers --servers allows, least busy first."""
     import rclpy
-    from action_msgs.msg import GoalStatus
-    name = action_name(args)
+    from sdxl_ros.client.server_choice import LISTEN_SEC, ServerWatch
+    watch = ServerWatch(node)
+    only = () if args.servers == 'auto' else tuple(
+        '/' + name.strip().strip('/') for name in args.servers.split(',') if name.strip())
+    # Listen long enough to hear every server once; longer (up to --timeout) until one is
+    # heard: discovery of /diagnostics alone can take seconds on a busy host.
+    started = time.monotonic()
+    while True:
+        waited = time.monotonic() - started
+        if waited >= args.timeout or (waited >= LISTEN_SEC and watch.ranked(only)):
+            return watch.ranked(only)
+        rclpy.spin_once(node, timeout_sec=0.1)
+
+
+def generate(args, goal):
+    """Run the goal against the server (or the first of --servers that answers); exit status."""
+    import rclpy
     node = rclpy.create_node(f'sdxl_generate_{os.getpid()}')
     progress = ProgressPrinter(enabled=not args.quiet)
+    try:
+        names = choose_servers(node, args) if args.servers else [action_name(args)]
+        if not names:
+            return fail('no usable sdxl_node server on /diagnostics (active, models loaded'
+                        + ('' if args.servers == 'auto' else f', one of {args.servers}')
+                        + '; is diagnostic_msgs installed where they run?)', EXIT_USAGE)
+        for index, name in enumerate(names):
+            last = index == len(names) - 1
+            if args.servers:
+                print(f'sdxl_generate: sending the goal to {name}', file=sys.stderr)
+            code = _generate_on(node, name, goal, progress, args, last)
+            if code is not None:
+                return code
+        return EXIT_FAILED  # not reached: the last server's outcome is returned
+    finally:
+        node.destroy_node()
+
+
+def _generate_on(node, name, goal, progress, args, last):
+    """Run the goal on action `name`; exit status, or None to try the next server."""
+    from action_msgs.msg import GoalStatus
     runner = GoalRunner(node, name, progress)
     try:
-        if not runner.client.wait_for_server(timeout_sec=args.timeout):
+        if not runner.client.wait_for_server(timeout_sec=args.timeout if last else 2.0):
+            if not last:
+                print(f'sdxl_generate: {name} does not answer; trying the next server',
+                      file=sys.stderr)
+                return None
             return fail(f'no action server at {name} after {args.timeout:g} s '
                         '(is sdxl_node running, in this ROS_DOMAIN_ID?)', EXIT_USAGE)
         try:
             response = runner.run(goal)
         except ServerGone as error:
             progress.finish()
+            if not last:
+                print(f'sdxl_generate: {error}; sending the goal to the next server',
+                      file=sys.stderr)
+                return None
             return fail(str(error))
         except KeyboardInterrupt:
             progress.finish()
@@ -344,7 +395,6 @@ def generate(args, goal):
         return EXIT_OK
     finally:
         runner.client.destroy()
-        node.destroy_node()
 
 
 def main(argv=None):

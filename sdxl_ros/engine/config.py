@@ -3,6 +3,7 @@
 """Engine configuration: which models, where, on what device, and how to use memory."""
 
 from dataclasses import dataclass, field, replace
+import re
 from typing import Callable, Tuple, Union
 
 from sdxl_ros.engine.request import EMPHASIS_MODES, Limits
@@ -86,6 +87,7 @@ class EngineConfig:
     base_model / refiner_model: a preset name (`tiny`, `sdxl-random`), a single-file
     checkpoint (`.safetensors`/`.ckpt`) or a diffusers folder; relative paths are resolved
     against `model_dir`. An empty refiner_model means base only.
+    device: auto, cuda, cpu, or cuda:N (one GPU of several).
     tokenizer_dir: a folder holding CLIP tokenizer files (vocab.json + merges.txt, or
     `tokenizer/` and `tokenizer_2/` subfolders) for single-file checkpoints.
     fast_path: the GPU fast path (engine/fast_path/accelerator.py), tuned by `acceleration`.
@@ -120,7 +122,11 @@ class EngineConfig:
 
     def __post_init__(self):
         """Refuse unknown choices early, with the allowed values."""
-        for name, value, allowed in (('device', self.device, DEVICES),
+        if re.fullmatch(r'cuda:\d+', self.device):  # one of several GPUs (engine/devices.py)
+            allowed_devices = (self.device,)
+        else:
+            allowed_devices = DEVICES
+        for name, value, allowed in (('device', self.device, allowed_devices),
                                      ('dtype', self.dtype, DTYPES),
                                      ('memory_mode', self.memory_mode, MEMORY_MODES),
                                      ('emphasis', self.emphasis, EMPHASIS_MODES)):

@@ -13,7 +13,7 @@ instead of loading them again. Freeing happens outside both locks. No ROS here, 
 tested without a node; docs/threads.md has the lock order.
 """
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 import threading
 import time
@@ -107,7 +107,7 @@ class EngineSlot:
         """
         with self._wanted_lock:
             self._serving = True
-        with self._engine_lock:
+        with self._engine_lock, self._on_device():
             return self._load_if_needed(on_loading)
 
     @contextmanager
@@ -119,11 +119,20 @@ class EngineSlot:
         when the models cannot be loaded (the next use tries again), or when the slot does
         not serve (`unload()` came after the last `load()`): that never loads them.
         """
-        with self._engine_lock:
+        with self._engine_lock, self._on_device():
             problem = self._load_if_needed(on_loading)
             if problem:
                 raise ModelLoadError(problem)
             yield self._engine
+
+    def _on_device(self):
+        """Make the wanted GPU this thread's current CUDA device (cuda:N of several GPUs)."""
+        with self._wanted_lock:
+            device = self._wanted.device if self._wanted is not None else ''
+        if not device.startswith('cuda:'):
+            return nullcontext()
+        import torch  # only here: a CUDA index was configured
+        return torch.cuda.device(int(device.split(':')[1]))
 
     def unload(self):
         """

@@ -3,10 +3,12 @@
 """
 The node's health on /diagnostics (diagnostic_msgs/DiagnosticArray), once a second.
 
-As diagnostic_updater does it (that C++/Python package is not on every install we target and
-its Updater wants to own the timer and the node's parameters, so the few lines are written
-here): one DiagnosticStatus named '<node name>: generation', hardware_id the device, values as
-key/value strings. `GoalCounters` keeps the goal figures the node reports into it;
+As diagnostic_updater does it (that C++/Python package is not on every install we target and its
+Updater wants to own the timer and the node's parameters, so the few lines are written here): one
+DiagnosticStatus named '<node name>: generation' (one per device, named '<node name>: generation
+<device>', when the node runs several), hardware_id the device, values as key/value strings. 'queue
+length' and 'devices in rotation' are what a client needs to pick the least busy of several servers
+(client/server_choice.py). `GoalCounters` keeps the goal figures the node reports into it;
 `health_status` turns a `Health` snapshot into the status message (pure, tested without ROS
 processes); `DiagnosticsTimer` owns the publisher and the 1 Hz timer.
 """
@@ -79,6 +81,9 @@ class Health:
     counts: dict = field(default_factory=dict)
     last_failure: str = ''
     last_image_stamp: Optional[object] = None   # builtin_interfaces/Time
+    label: str = ''    # the device's name when the node runs several (in the status name)
+    devices_in_rotation: int = 1   # the node's devices not taken out by a failure
+    goal_running: Optional[bool] = None   # whether this device runs a goal (several devices)
 
 
 def _mib(value):
@@ -107,6 +112,8 @@ def health_status(health):
     if health.error:
         level, message = DiagnosticStatus.ERROR, health.error
     device = memory.device if memory is not None else (health.device or 'unknown')
+    if health.label:
+        device = health.label
     values = [
         ('node', health.node_fqn),
         ('lifecycle state', health.lifecycle_state),
@@ -118,21 +125,25 @@ def health_status(health):
         ('memory free', _mib(memory.free_bytes if memory else None)),
         ('memory total', _mib(memory.total_bytes if memory else None)),
         ('queue length', str(health.queue_length)),
+        ('devices in rotation', str(health.devices_in_rotation)),
     ]
+    if health.goal_running is not None:
+        values.append(('goal running', 'true' if health.goal_running else 'false'))
     values += [(f'goals {name}', str(count)) for name, count in health.counts.items()]
     values += [('last image stamp', _stamp_text(health.last_image_stamp)),
                ('last failure', health.last_failure or '(none)'),
                ('error', health.error or '(none)')]
+    name = f'{health.node_name}: generation' + (f' {health.label}' if health.label else '')
     return DiagnosticStatus(
-        level=level, name=f'{health.node_name}: generation', message=message,
+        level=level, name=name, message=message,
         hardware_id=device, values=[KeyValue(key=k, value=v) for k, v in values])
 
 
 class DiagnosticsTimer:
-    """Publishes health_status(`snapshot()`) on /diagnostics every PERIOD_SEC."""
+    """Publishes health_status of each of `snapshot()` on /diagnostics every PERIOD_SEC."""
 
     def __init__(self, node, snapshot, callback_group=None):
-        """Create the publisher and the timer; `snapshot` returns a Health."""
+        """Create the publisher and the timer; `snapshot` returns a list of Health."""
         self._node = node
         self._snapshot = snapshot
         self._publisher = node.create_publisher(DiagnosticArray, '/diagnostics',
@@ -142,11 +153,11 @@ class DiagnosticsTimer:
     def publish(self):
         """Publish the current status once."""
         try:
-            status = health_status(self._snapshot())
+            statuses = [health_status(health) for health in self._snapshot()]
         except Exception as error:  # a report must never take the node down
-            status = DiagnosticStatus(level=DiagnosticStatus.ERROR,
-                                      name=f'{self._node.get_name()}: generation',
-                                      message=f'cannot report health: {error}')
-        array = DiagnosticArray(status=[status])
+            statuses = [DiagnosticStatus(level=DiagnosticStatus.ERROR,
+                                         name=f'{self._node.get_name()}: generation',
+                                         message=f'cannot report health: {error}')]
+        array = DiagnosticArray(status=statuses)
         array.header.stamp = self._node.get_clock().now().to_msg()
         self._publisher.publish(array)

@@ -7,13 +7,16 @@ The node decides when a goal runs (goal_queue.py); this module decides how it en
 cancelled or stopped before it ran, or generated (models reloaded first when their parameters
 changed), then succeeded, cancelled or aborted with the reason. It blocks for the whole
 generation, so the node calls it from a plain `def` execute callback of a reentrant group under
-a multi-threaded executor, where cancel requests are still served.
+a multi-threaded executor, where cancel requests are still served. With several devices, a
+goal runs on the engine the scheduler gave it; when that device fails the goal is retried once
+on another one (see `GoalRunner`).
 """
 
 import threading
 
 from sdxl_ros.action import GenerateImage
 from sdxl_ros.engine import EngineError, GenerationCancelled, Progress
+from sdxl_ros.engine.errors import ModelLoadError, OutOfMemory
 from sdxl_ros.engine.request import RequestError, validate_request
 from sdxl_ros.ros.goal_conversion import goal_to_request, progress_to_feedback
 
@@ -31,6 +34,9 @@ class Admission:
         self.stop_reason = ''
         self.cancel = threading.Event()
         self.goal_handle = None
+        self.engine = None  # index of the engine (device) the goal runs on; None = the first
+        self.executing = False  # its execute callback was started
+        self.resumed = threading.Event()  # another engine took it after its device failed
 
     def stop(self, reason):
         """Ask the goal to end aborted with `reason` (a running one stops at its next step)."""
@@ -52,16 +58,35 @@ def memory_refusal(engine, request):
             'usable; use a smaller size, vae_tiling or memory_mode model_offload')
 
 
-class GoalRunner:
-    """Runs admitted goals on the engine slot and ends each with a result."""
+class DeviceFailed(Exception):
+    """The device of an engine failed during a goal (not the request's fault)."""
 
-    def __init__(self, slot, publishing, logger, take_frame, counters=None):
-        """Use `slot`, `publishing` for images, `take_frame` for camera frames, `counters`."""
-        self._slot = slot
+
+class GoalRunner:
+    """
+    Runs admitted goals on the engine slots and ends each with a result.
+
+    With several slots (one per device), an engine error during a goal that is neither the
+    request's fault nor out of memory counts as the device failing: `fleet.device_failed`
+    takes it out of rotation and `fleet.retry` waits for another engine, on which the goal
+    runs again from its start; a goal that fails on a second device too is aborted (two
+    devices failing on one goal point at the goal), and that device stays in rotation.
+    """
+
+    def __init__(self, slots, publishing, logger, take_frame, counters=None, fleet=None):
+        """
+        Use `slots` (one EngineSlot, or one per device), `publishing`, `take_frame`, `counters`.
+
+        `fleet` (device_fleet.DeviceFleet): `names` (device names, slot order),
+        `device_failed(index, message)` and `retry(goal_handle)` (the new engine index, or
+        None).
+        """
+        self._slots = list(slots) if isinstance(slots, (list, tuple)) else [slots]
         self._publishing = publishing
         self._log = logger
         self._take_frame = take_frame
         self._counters = counters
+        self._fleet = fleet
 
     def _count(self, outcome, message=''):
         """Count a goal's outcome (diagnostics.GoalCounters), if counting."""
@@ -84,6 +109,8 @@ class GoalRunner:
             return self._end_cancelled(goal_handle, admission)
         except RequestError as error:
             return self._abort(goal_handle, f'refused: {error}')
+        except DeviceFailed as failure:
+            return self._abort(goal_handle, str(failure))
         except EngineError as error:  # ModelLoadError, OutOfMemory, ...
             if admission.stop_reason:  # e.g. deactivated after the check above: the slot
                 return self._abort(  # refused to load the models again
@@ -105,8 +132,7 @@ class GoalRunner:
                   for index, topic in admission.control_topics]
         init_frame, control_frames = None, {}
         for stage, field, what, index, topic in waits:
-            goal_handle.publish_feedback(
-                progress_to_feedback(Progress(stage=stage), GenerateImage.Feedback()))
+            self._feedback(goal_handle, admission, Progress(stage=stage))
             frame, problem = self._take_frame(
                 topic, params.init_image_timeout_sec,
                 lambda: goal_handle.is_cancel_requested or bool(admission.stop_reason))
@@ -130,32 +156,79 @@ class GoalRunner:
         return None
 
     def _generate(self, goal_handle, admission, params):
-        """Generate the images of a goal whose turn it is and end it."""
-        def on_loading():
-            goal_handle.publish_feedback(
-                progress_to_feedback(Progress(stage='loading'), GenerateImage.Feedback()))
+        """Generate the images of a goal whose turn it is (on another device if one fails)."""
+        try:
+            return self._generate_on(goal_handle, admission, params)
+        except DeviceFailed as failure:
+            if admission.stop_reason or goal_handle.is_cancel_requested:
+                return self._end_cancelled(goal_handle, admission)
+            self._fleet.device_failed(self._engine_index(admission), str(failure))
+            engine = self._fleet.retry(goal_handle)
+            if engine is None:
+                if goal_handle.is_cancel_requested or admission.stop_reason:
+                    return self._end_before_run(goal_handle, admission)
+                raise DeviceFailed(f'{failure}; no other device is in rotation') from None
+            self._log.warn(f'{failure}; retrying the goal on {self._name(engine)}')
+        try:
+            return self._generate_on(goal_handle, admission, params)
+        except DeviceFailed as failure:
+            raise DeviceFailed(f'{failure} (the goal failed on two devices; not retried '
+                               'again)') from None
 
-        with self._slot.engine(on_loading) as engine:
+    def _generate_on(self, goal_handle, admission, params):
+        """Generate on the admission's engine and end the goal; raise DeviceFailed."""
+        index = self._engine_index(admission)
+
+        def on_loading():
+            self._feedback(goal_handle, admission, Progress(stage='loading'))
+
+        with self._slots[index].engine(on_loading) as engine:
             problem = memory_refusal(engine, admission.request)
             if problem:
                 return self._abort(goal_handle, problem)
             if goal_handle.is_cancel_requested:
                 # Cancelled while the models loaded: stop before the first step.
                 admission.cancel.set()
-            result = engine.generate(
-                admission.request, cancel=admission.cancel,
-                on_progress=lambda progress: self._on_progress(
-                    goal_handle, admission, progress, params),
-                preview_every_n_steps=params.preview_every_n_steps)
+            try:
+                result = engine.generate(
+                    admission.request, cancel=admission.cancel,
+                    on_progress=lambda progress: self._on_progress(
+                        goal_handle, admission, progress, params),
+                    preview_every_n_steps=params.preview_every_n_steps)
+            except (GenerationCancelled, OutOfMemory, ModelLoadError):
+                raise
+            except EngineError as error:
+                if len(self._slots) < 2:
+                    raise  # one device: the goal fails, as it always did
+                raise DeviceFailed(f'device {self._name(index)} failed: {error}') from error
         if goal_handle.is_cancel_requested or admission.stop_reason:
             return self._end_cancelled(goal_handle, admission)
         return self._succeed(goal_handle, result, params)
+
+    def _engine_index(self, admission):
+        """Return the index of the slot the goal runs on."""
+        return admission.engine or 0
+
+    def _name(self, index):
+        """Return the device name of slot `index` ('' with one slot and no fleet)."""
+        return self._fleet.names[index] if self._fleet is not None else ''
+
+    def _feedback(self, goal_handle, admission, progress):
+        """Publish `progress` as feedback, naming the goal's device."""
+        feedback = progress_to_feedback(progress, GenerateImage.Feedback())
+        feedback.device = self._name(self._engine_index(admission))
+        goal_handle.publish_feedback(feedback)
 
     def _on_progress(self, goal_handle, admission, progress, params):
         """Engine progress -> feedback (and preview); turns a cancel request into the flag."""
         if goal_handle.is_cancel_requested:
             admission.cancel.set()
-        goal_handle.publish_feedback(progress_to_feedback(progress, GenerateImage.Feedback()))
+        fault = getattr(params, 'fault_device', '')
+        if fault and progress.step >= 2 and fault == self._name(self._engine_index(admission)):
+            # Test hook: raised inside the engine's step callback, so it leaves the engine
+            # the way a CUDA error does (EngineError 'generation failed: ...').
+            raise RuntimeError('device lost (test hook fault_device)')
+        self._feedback(goal_handle, admission, progress)
         if progress.preview is not None and not admission.cancel.is_set():
             self._publishing.preview(progress.preview, params.frame_id)
 

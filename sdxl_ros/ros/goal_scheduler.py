@@ -3,14 +3,16 @@
 """
 Which accepted goal runs when, the way ROS 2's own examples queue goals (server_queue_goals.py).
 
-The goal callback accepts every goal; `handle_accepted_callback` hands the goal handle to
-`accept`, which admits the goal (a queue place, or a refusal) and keeps the Admission by goal
-id. A goal whose turn it is gets `goal_handle.execute()`, and when its execute callback ends
-(`finished`) the next one is executed. Nothing is held between the goal callback and the
-accepted callback, so the hand-over does not depend on rclpy calling them back to back, and a
-goal whose response never reached its client (never handed over) holds no place. No thread
-waits per goal: one timer (`tick`) republishes the positions of the waiting goals and ends
-the waiting goals that were cancelled or stopped.
+The goal callback accepts every goal; `handle_accepted_callback` hands the goal handle to `accept`,
+which admits the goal (a queue place, or a refusal) and keeps the Admission by goal id. A goal
+whose turn it is gets an engine and `goal_handle.execute()`, and when its execute callback ends
+(`finished`) the next one is executed on the engine it freed. Nothing is held between the goal
+callback and the accepted callback, so the hand-over does not depend on rclpy calling them back to
+back, and a goal whose response never reached its client (never handed over) holds no place. No
+thread waits per goal: one timer (`tick`) republishes the positions of the waiting goals and ends
+the waiting goals that were cancelled or stopped. A goal whose device failed (`retry`) is the one
+exception: its execute callback is already running, so it waits in that thread until another engine
+takes it.
 """
 
 import threading
@@ -35,9 +37,9 @@ def goal_key(goal_handle):
 class GoalScheduler:
     """Accepted goals from hand-over to the end of their execute callback; thread-safe."""
 
-    def __init__(self, max_waiting):
-        """Let one goal run and at most `max_waiting` wait."""
-        self._queue = GoalQueue(max_waiting)
+    def __init__(self, max_waiting, engines=1):
+        """Let one goal run per engine and at most `max_waiting` wait."""
+        self._queue = GoalQueue(max_waiting, engines)
         self._lock = threading.Lock()
         self._goals = {}  # goal key -> Admission, from accept() to finished()
         self._dropped = []
@@ -83,9 +85,43 @@ class GoalScheduler:
         key = goal_key(goal_handle)
         with self._lock:
             self._goals.pop(key, None)
-        if self._queue.running == key:
+        if self._queue.engine_of(key) is not None:
             self._start(self._queue.finish(key))
             self.publish_positions(force=True)
+
+    def retry(self, goal_handle):
+        """
+        Take the failed engine of a running goal out of rotation; wait for another to take it.
+
+        Called from the goal's own execute callback, which it blocks. Returns the Admission's
+        new engine index, or None: no engine left in rotation (the waiting goals are then
+        ended too), or the goal was cancelled or stopped while it waited.
+        """
+        key = goal_key(goal_handle)
+        with self._lock:
+            admission = self._goals[key]
+        admission.engine = None
+        admission.resumed.clear()
+        starts = self._queue.fail(key)
+        if not self._queue.in_rotation():
+            self._end_waiting('every device has failed (see /diagnostics)')
+            return None
+        self._start(starts)
+        self.publish_positions(force=True)
+        while not admission.resumed.wait(TICK_SEC):
+            if (goal_handle.is_cancel_requested or admission.stop_reason) \
+                    and self._queue.remove(key):
+                return None
+        return admission.engine
+
+    def in_rotation(self):
+        """Return the indices of the engines in rotation."""
+        return self._queue.in_rotation()
+
+    def restore(self):
+        """Put every engine back into rotation (the models were loaded again)."""
+        for key in self._queue.restore():
+            self._start(key)
 
     def tick(self):
         """Timer: end the dropped goals whose cancel took effect; republish the positions."""
@@ -102,11 +138,16 @@ class GoalScheduler:
         self.publish_positions()
 
     def stop_all(self, reason):
-        """End every goal with `reason`: waiting ones now, the running one at its next step."""
+        """End every goal with `reason`: waiting ones now, running ones at their next step."""
         with self._lock:
-            running = self._goals.get(self._queue.running)
-        if running is not None:
-            running.stop(reason)
+            running = [self._goals[key] for key in self._queue.running_keys()
+                       if key in self._goals]
+        for admission in running:
+            admission.stop(reason)
+        self._end_waiting(reason)
+
+    def _end_waiting(self, reason):
+        """End every waiting goal with `reason`."""
         waiting = self._queue.clear()
         with self._lock:
             for key in waiting:
@@ -122,6 +163,10 @@ class GoalScheduler:
     def queue_length(self):
         """Goals running or waiting in the queue, for /diagnostics."""
         return len(self._queue)
+
+    def running_on(self, engine):
+        """Whether a goal runs on engine `engine` now (for /diagnostics)."""
+        return any(self._queue.engine_of(key) == engine for key in self._queue.running_keys())
 
     def publish_positions(self, force=False):
         """Send 'queued' feedback to waiting goals when positions changed or a second passed."""
@@ -140,12 +185,21 @@ class GoalScheduler:
     def _drop(self, keys):
         """Remember goals taken out of the queue until they can be ended."""
         with self._lock:
-            self._dropped.extend(self._goals[key] for key in keys)
+            dropped = [self._goals[key] for key in keys]
+            self._dropped.extend(a for a in dropped if not a.executing)
+        for admission in dropped:
+            if admission.executing:  # waiting in retry(): it ends itself
+                admission.resumed.set()
 
     def _start(self, key):
-        """Execute the goal whose turn it is (None: nobody's)."""
+        """Execute the goal whose turn it is on its engine (None: nobody's)."""
         if key is None:
             return
         with self._lock:
             admission = self._goals[key]
+        admission.engine = self._queue.engine_of(key)
+        if admission.executing:  # a retried goal waiting in retry()
+            admission.resumed.set()
+            return
+        admission.executing = True
         admission.goal_handle.execute()

@@ -9,7 +9,8 @@ model files are found and their headers read, so a missing or damaged checkpoint
 configure with the reason); `on_activate` loads the models (the one place they load); a
 parameter change that names other models reloads them before the next goal; `on_deactivate`
 ends the goals and frees the models; `on_cleanup` forgets the configuration. The engine itself
-lives in an EngineSlot (engine/engine_slot.py).
+lives in an EngineSlot (engine/engine_slot.py); with the `devices` parameter there is one per
+device (device_fleet.py) and each goal runs on the next free one.
 
 Every goal is accepted in the goal callback; `handle_accepted_callback` admits it (validated
 against the engine's rules and given a place in a bounded FIFO) and it is executed one at a
@@ -29,9 +30,10 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sdxl_ros.action import GenerateImage
-from sdxl_ros.engine.engine_slot import check_model_files, EngineSlot
+from sdxl_ros.engine.engine_slot import check_model_files
 from sdxl_ros.engine.request import RequestError
 from sdxl_ros.ros.control_units import control_topics
+from sdxl_ros.ros.device_fleet import DeviceFleet
 from sdxl_ros.ros.diagnostics import (diagnostics_problem, DiagnosticsTimer, GoalCounters,
                                       Health)
 from sdxl_ros.ros.goal_conversion import admit_goal
@@ -56,7 +58,8 @@ ACTION_SERVICE_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIAB
 RESULT_TIMEOUT_SEC = 60
 #: Executor threads: one generation, one blocking transition (deactivate waits for the running
 #: goal to stop), and the short callbacks (goals, cancels, timer, services). Waiting goals
-#: hold no thread, so this does not grow with max_queue.
+#: hold no thread, so this does not grow with max_queue; each further device adds one (its
+#: generation holds an execute callback too).
 EXECUTOR_THREADS = 6
 NOT_ACTIVE = ('the node is not active (configure and activate it through its lifecycle, or '
               'set autostart true)')
@@ -80,15 +83,18 @@ class SdxlNode(LifecycleNode):
         self._params = read_parameters(self)
         self._inactive = NOT_ACTIVE
         self._active = False
-        self._slot = EngineSlot(self.get_logger())
-        self._scheduler = GoalScheduler(self._params.max_queue)
+        names = self._params.device_names()
+        self._scheduler = GoalScheduler(self._params.max_queue, len(names))
+        self._fleet = DeviceFleet(names, bool(self._params.devices), self.get_logger(),
+                                  self._scheduler)
+        self.executor_threads = EXECUTOR_THREADS + len(names) - 1
         self.publishing = Publishing(self, self._params.compressed_format,
                                      self._params.jpeg_quality)
         self._counters = GoalCounters()
         self._state_label = 'unconfigured'
         self._health_error = ''
-        self._runner = GoalRunner(self._slot, self.publishing, self.get_logger(),
-                                  self._take_frame, self._counters)
+        self._runner = GoalRunner(self._fleet.slots, self.publishing, self.get_logger(),
+                                  self._take_frame, self._counters, self._fleet)
         self._group = group = ReentrantCallbackGroup()
         self.action_server = ActionServer(
             self, GenerateImage, '~/generate', execute_callback=self._execute,
@@ -117,8 +123,8 @@ class SdxlNode(LifecycleNode):
             problems = check_parameters(new)  # other models: check that they can be found
         if problems:
             return SetParametersResult(successful=False, reason='; '.join(problems))
-        if self._slot.configured:
-            self._slot.configure(new.engine_config())
+        if self._fleet.configured:
+            self._fleet.configure(new.engine_config())
         self.publishing.configure(new.compressed_format, new.jpeg_quality)
         self._params = new
         return SetParametersResult(successful=True)
@@ -137,6 +143,8 @@ class SdxlNode(LifecycleNode):
         params = read_parameters(self)
         problems = check_parameters(params)
         model_problem = '' if problems else check_model_files(params.engine_config())
+        if not problems and not model_problem:
+            problems = self._fleet.check(params)
         for problem in filter(None, problems + [model_problem]):
             self.get_logger().error(f'cannot configure: {problem}')
         if problems or model_problem:
@@ -144,13 +152,13 @@ class SdxlNode(LifecycleNode):
                                   else 'cannot configure: ' + '; '.join(problems))
             return self._entered(TransitionCallbackReturn.FAILURE, 'unconfigured')
         self._params = params
-        self._slot.configure(params.engine_config())
+        self._fleet.configure(params.engine_config())
         self._health_error = ''
         return self._entered(TransitionCallbackReturn.SUCCESS, 'inactive')
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Load the models (the slot logs why it cannot); start taking goals."""
-        problem = self._slot.load()
+        problem = self._fleet.load()
         if problem:
             self._health_error = f'models failed to load: {problem}'
             return self._entered(TransitionCallbackReturn.FAILURE, 'inactive')
@@ -161,23 +169,23 @@ class SdxlNode(LifecycleNode):
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         """Stop taking goals, end the queued and running ones, free the models' memory."""
-        self._release('node deactivated', self._slot.unload)
+        self._release('node deactivated', self._fleet.unload)
         return self._entered(TransitionCallbackReturn.SUCCESS, 'inactive')
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         """Forget the configuration (deactivate already freed the models)."""
-        self._release('node cleaned up', self._slot.clear)
+        self._release('node cleaned up', self._fleet.clear)
         return self._entered(TransitionCallbackReturn.SUCCESS, 'unconfigured')
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         """Free everything, from any state; later goals are told the node is shutting down."""
         self._inactive = SHUTTING_DOWN
-        self._release('node shutting down', self._slot.clear)
+        self._release('node shutting down', self._fleet.clear)
         return self._entered(TransitionCallbackReturn.SUCCESS, 'finalized')
 
     def on_error(self, state: State) -> TransitionCallbackReturn:
         """Free everything; the node goes back to unconfigured."""
-        self._release('node error', self._slot.clear)
+        self._release('node error', self._fleet.clear)
         return self._entered(TransitionCallbackReturn.SUCCESS, 'unconfigured')
 
     def _entered(self, result, label):
@@ -215,7 +223,7 @@ class SdxlNode(LifecycleNode):
         if not self._active:
             return Admission(refusal=f'refused: {self._inactive}')
         try:
-            request, topic = admit_goal(goal, self._params, self._slot.lora_target)
+            request, topic = admit_goal(goal, self._params, self._fleet.lora_target)
         except RequestError as error:
             return Admission(refusal=f'refused: {error}')
         return Admission(request, init_topic=topic, control_topics=control_topics(goal))
@@ -243,18 +251,23 @@ class SdxlNode(LifecycleNode):
 
     # --------------------------------------------------------------- diagnostics
     def _health(self):
-        """Return the node's Health now (the 1 Hz /diagnostics timer; takes no engine lock)."""
-        params = self._params
+        """Return the Health of each device now (the /diagnostics timer; takes no engine lock)."""
+        params, fleet = self._params, self._fleet
         counts, last_failure = self._counters.snapshot()
-        return Health(
+        in_rotation = len(self._scheduler.in_rotation())
+        return [Health(
             node_name=self.get_name(), node_fqn=self.get_fully_qualified_name(),
             lifecycle_state=self._state_label, base_model=params.base_model,
-            refiner_model=params.refiner_model, models_loaded=self._slot.is_loaded,
-            error=self._health_error,
-            memory=self._slot.memory_report(params.default_width, params.default_height),
-            device=params.device, queue_length=self._scheduler.queue_length(),
+            refiner_model=params.refiner_model, models_loaded=slot.is_loaded,
+            error=self._health_error or (
+                f'out of rotation: {fleet.failures[index]}' if fleet.failures[index] else ''),
+            memory=slot.memory_report(params.default_width, params.default_height),
+            device=name, queue_length=self._scheduler.queue_length(),
             counts=counts, last_failure=last_failure,
-            last_image_stamp=self.publishing.last_image_stamp)
+            last_image_stamp=self.publishing.last_image_stamp,
+            label=name if fleet.several else '', devices_in_rotation=in_rotation,
+            goal_running=self._scheduler.running_on(index) if fleet.several else None)
+            for index, (name, slot) in enumerate(zip(fleet.names, fleet.slots))]
 
     # ------------------------------------------------------------------ services
     def _on_list_models(self, request, response):

@@ -16,6 +16,7 @@ from typing import Optional
 from sdxl_ros.engine.config import (AccelerationConfig, DEVICES, DTYPES, EngineConfig,
                                     MEMORY_MODES, needs_reload, parse_size, PRECISIONS,
                                     STANDARD_SIZES)
+from sdxl_ros.engine.devices import parse_devices
 from sdxl_ros.engine.request import (DEFAULT_DENOISING_STRENGTH, EMPHASIS_MODES, Limits,
                                      MAX_GUIDANCE, MIN_GUIDANCE)
 from sdxl_ros.engine.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
@@ -142,6 +143,11 @@ PARAMETERS = (
                   'clip_g tensors, at any depth; listed by ~/list_models): a word of the prompt '
                   'or negative prompt equal to a file name without extension uses it; '
                   'empty = none.'),
+    ParameterSpec('devices', (),
+                  'Run one engine per device and give each goal to the next free one, e.g. '
+                  '[cuda:0, cuda:1] (cpu:0, cpu:1, ... are engines on the CPU); each device '
+                  'is checked (exists, models fit) at configure. Unset = one engine on '
+                  'device. Read at start-up only.', read_only=True),
     ParameterSpec('controlnet_dir', '',
                   'Folder with the ControlNets that goals name in control[].model (diffusers '
                   'folders or .safetensors files; listed by ~/list_models); empty = model_dir '
@@ -157,6 +163,9 @@ TEST_HOOKS = (
     ParameterSpec('fault_oom_at_step', 0,
                   'Test hook: raise an out-of-memory error at this step of every image '
                   '(0 = off). Reloads the models when changed.', minimum=0, maximum=1000),
+    ParameterSpec('fault_device', '',
+                  'Test hook: goals on this device (a name from devices) fail at their second '
+                  'step as when a GPU is lost (empty = off).'),
 )
 
 
@@ -199,6 +208,15 @@ class _ParameterValues:
         return AccelerationConfig(precision=self.precision,
                                   prepare_sizes=self.sizes_to_prepare(),
                                   compile_cache_dir=self.compile_cache_dir)
+
+    def device_names(self):
+        """
+        Return the devices the node runs engines on: `devices` (canonical), or [device].
+
+        Never empty: with no valid name in `devices` it is [device] (configure then refuses
+        the list with the reason, and the node keeps running unconfigured).
+        """
+        return (parse_devices(self.devices)[0] if self.devices else []) or [self.device]
 
     def reloads_models(self, new):
         """Whether going from these values to `new` loads the models again (engine's rule)."""
@@ -244,6 +262,7 @@ def check_parameters(params, check_models=True):
                 problems.append(f'prepare_sizes entry {width}x{height} is not a multiple of 8')
     except ValueError as error:
         problems.append(f'prepare_sizes: {error}')
+    problems += parse_devices(params.devices)[1]
     if check_models:
         problems.extend(_model_problems(params))
     return problems

@@ -9,7 +9,10 @@ without ROS, and from the node so it only says which parameters it has.
 
 from dataclasses import fields
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType)
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.parameter import Parameter
 from sdxl_ros.ros.node_parameters import NodeParameters, PARAMETERS, TEST_HOOKS
 
 
@@ -32,10 +35,41 @@ def parameter_descriptor(spec):
 def declare_parameters(node, test_hooks=False):
     """Declare every parameter of the table on `node` (and the test hooks if asked)."""
     for spec in PARAMETERS + (TEST_HOOKS if test_hooks else ()):
-        node.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
+        if spec.default == ():
+            _declare_string_array(node, spec)
+        else:
+            node.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
+
+
+def _declare_string_array(node, spec):
+    """
+    Declare a string array that is unset unless given (an empty list cannot be typed).
+
+    rclpy infers a type from a default value, and takes `[]` for a byte array; parameter files
+    cannot hold an empty array either (ros2/rclcpp#1955). So the parameter is declared with
+    its type and no value: newer rclpy takes the type as the value argument, older rclpy
+    (Humble) reads it from the descriptor.
+    """
+    descriptor = parameter_descriptor(spec)
+    try:
+        node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor)
+    except TypeError:  # an rclpy that infers the type from the value only
+        descriptor.type = ParameterType.PARAMETER_STRING_ARRAY
+        node.declare_parameter(spec.name, None, descriptor)
+
+
+def _value(node, name, default):
+    """Return the value of parameter `name`; `default` while a typed parameter is unset."""
+    try:
+        value = node.get_parameter(name).value
+    except ParameterUninitializedException:
+        return default
+    if isinstance(default, tuple):
+        return default if value is None else tuple(value)
+    return value
 
 
 def read_parameters(node):
     """Read the declared parameters of `node` once into a NodeParameters (others: defaults)."""
-    return NodeParameters(**{f.name: node.get_parameter(f.name).value
+    return NodeParameters(**{f.name: _value(node, f.name, f.default)
                              for f in fields(NodeParameters) if node.has_parameter(f.name)})

@@ -135,14 +135,15 @@ class SdxlEngine:
         device = self.config.device
         if device == 'auto':
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
-        if device == 'cuda' and not torch.cuda.is_available():
-            raise ModelLoadError('device cuda requested but PyTorch sees no CUDA GPU; '
+        cuda = torch.device(device).type == 'cuda'  # 'cuda' or 'cuda:N'
+        if cuda and not torch.cuda.is_available():
+            raise ModelLoadError(f'device {device} requested but PyTorch sees no CUDA GPU; '
                                  'use device cpu (slow) or auto')
         dtype = self.config.dtype
         if dtype == 'auto' and self.config.acceleration.precision == 'fp8':
             dtype = 'bfloat16'  # what torchao's row-wise FP8 quantisation takes
         elif dtype == 'auto':
-            dtype = 'float16' if device == 'cuda' else 'float32'
+            dtype = 'float16' if cuda else 'float32'
         return torch.device(device), getattr(torch, dtype)
 
     def load(self, on_progress=None):
