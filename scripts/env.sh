@@ -8,7 +8,8 @@
 
 # shellcheck source=scripts/profile.sh
 source "$(dirname "${BASH_SOURCE[0]}")/profile.sh"
-if [ ! -r "${SDXL_ROS_VENV}/.sdxl_ros_stamp" ] || [ ! -r "${SDXL_ROS_INSTALL}/setup.bash" ]; then
+if [ ! -r "${SDXL_ROS_VENV}/.sdxl_ros_stamp" ] || { [ "${SDXL_ROS_NO_ROS:-0}" != 1 ] &&
+   [ ! -r "${SDXL_ROS_INSTALL}/setup.bash" ]; }; then
   echo "sdxl_ros: the ${SDXL_ROS_PROFILE} profile is not installed; run scripts/install.sh" >&2
   return 1
 fi
@@ -38,8 +39,13 @@ if [ "${SDXL_ROS_KIND}" = wheels ]; then
     *) export AMENT_PREFIX_PATH="${SDXL_ROS_VENV}${AMENT_PREFIX_PATH:+:${AMENT_PREFIX_PATH}}" ;;
   esac
 fi
-# shellcheck disable=SC1091
-source "${SDXL_ROS_INSTALL}/setup.bash"
+if [ "${SDXL_ROS_NO_ROS:-0}" = 1 ]; then
+  # Engine side only (scripts/install.sh with SDXL_ROS_NO_ROS=1): the sources, no ROS build.
+  export PYTHONPATH="${SDXL_ROS_ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
+else
+  # shellcheck disable=SC1091
+  source "${SDXL_ROS_INSTALL}/setup.bash"
+fi
 # Fast DDS 2.x (libfastrtps: Humble, Jazzy) reads only FASTRTPS_DEFAULT_PROFILES_FILE; Fast DDS
 # 3 (libfastdds: Kilted) reads FASTDDS_DEFAULT_PROFILES_FILE and warns on every start when the
 # old name is set. Set the old name only where the library on the prefix path is 2.x.

@@ -8,11 +8,13 @@
 #
 #   kilted           ROS 2 Kilted wheels, newest libraries, Python 3.11, x86_64
 #   jazzy            ROS 2 Jazzy wheels, newest libraries, Python 3.11, x86_64
-#   jazzy-py310libs  ROS 2 Jazzy wheels, the Python-3.10 library generation, Python 3.11, x86_64
 #   jetson           a system ROS 2 (Humble) on JetPack 6: Python 3.10, aarch64, no ROS wheels,
-#                    no torch (JetPack's build is used)
+#                    no torch (JetPack's build is used), for torch >= 2.6.0
 #   system           any other system ROS 2: the Python-3.10 generation for Python >= 3.10 on
-#                    any platform (a universal lock), no ROS wheels, no torch
+#                    any platform (a universal lock), no ROS wheels, no torch, torch >= 2.6.0
+#   jetson-torch2.3-2.5, system-torch2.3-2.5
+#                    the same for torch 2.3 to 2.5 (older diffusers and transformers 4.x);
+#                    scripts/install.sh picks the lock whose torch range holds the torch found
 #
 # torch is resolved for the x86_64 wheel profiles (its dependencies are pinned) but left out of
 # the locks; scripts/install.sh installs it with pip. The CPU build is resolved from the local
@@ -68,20 +70,30 @@ lock_jazzy() {
   compile jazzy "python=3.11 machine=x86_64 ros=wheels torch=pip" "${x86[@]}" \
     jazzy.in build-tools.in python.in test-tools.in torch.in
 }
+# The torch range a system-torch lock suits is in its tag line (torch_min, torch_below: PEP 440
+# versions; pre-releases sort below their release, as transformers compares them).
 lock_jetson() {
-  compile jetson "python=3.10 machine=aarch64 ros=system torch=system" \
+  compile jetson "python=3.10 machine=aarch64 ros=system torch=system torch_min=2.6.0" \
     --python-version 3.10 --python-platform aarch64-manylinux_2_35 --override no-torch.txt \
     python-py310.in system-tools.in
 }
-# The other two locks of the Python-3.10 generation take the jetson lock's versions.
+lock_jetson_torch2_3_2_5() {
+  compile jetson-torch2.3-2.5 \
+    "python=3.10 machine=aarch64 ros=system torch=system torch_min=2.3.0a0 torch_below=2.6.0" \
+    --python-version 3.10 --python-platform aarch64-manylinux_2_35 --override no-torch.txt \
+    python-py310-torch2.3.in system-tools.in
+}
+# The system locks take the jetson locks' versions.
 lock_system() {
-  compile system "python=3.10+ machine=any ros=system torch=system" \
+  compile system "python=3.10+ machine=any ros=system torch=system torch_min=2.6.0" \
     --universal --python-version 3.10 --override no-torch.txt -c ../locks/jetson.txt \
     python-py310.in system-tools.in
 }
-lock_jazzy_py310libs() {
-  compile jazzy-py310libs "python=3.11 machine=x86_64 ros=wheels torch=pip" "${x86[@]}" \
-    -c ../locks/jetson.txt jazzy.in build-tools.in python-py310.in test-tools.in torch.in
+lock_system_torch2_3_2_5() {
+  compile system-torch2.3-2.5 \
+    "python=3.10+ machine=any ros=system torch=system torch_min=2.3.0a0 torch_below=2.6.0" \
+    --universal --python-version 3.10 --override no-torch.txt \
+    -c ../locks/jetson-torch2.3-2.5.txt python-py310-torch2.3.in system-tools.in
 }
 # uv itself, for scripts/install.sh, on any platform and Python >= 3.10.
 lock_uv() {
@@ -89,11 +101,13 @@ lock_uv() {
 }
 
 profiles=("$@")
-[ "${#profiles[@]}" -gt 0 ] || profiles=(kilted jazzy jetson system jazzy-py310libs uv)
+[ "${#profiles[@]}" -gt 0 ] || profiles=(kilted jazzy jetson jetson-torch2.3-2.5 system
+  system-torch2.3-2.5 uv)
 for p in "${profiles[@]}"; do
   case "${p}" in
-    kilted | jazzy | jetson | system | jazzy-py310libs | uv) "lock_${p//-/_}" ;;
-    *) echo "sdxl_ros: unknown profile '${p}' (kilted, jazzy, jazzy-py310libs, jetson," \
-      "system, uv)" >&2; exit 2 ;;
+    kilted | jazzy | jetson | jetson-torch2.3-2.5 | system | system-torch2.3-2.5 | uv)
+      p="${p//-/_}"; "lock_${p//./_}" ;;
+    *) echo "sdxl_ros: unknown lock '${p}' (kilted, jazzy, jetson, jetson-torch2.3-2.5," \
+      "system, system-torch2.3-2.5, uv)" >&2; exit 2 ;;
   esac
 done

@@ -4,7 +4,7 @@
 # Sourced by install.sh and env.sh: picks the dependency profile and names its paths. It
 # installs nothing, starts nothing and only sets SDXL_ROS_* variables.
 #
-# The profile is SDXL_ROS_PROFILE if set (kilted, jazzy, jazzy-py310libs, jetson, system);
+# The profile is SDXL_ROS_PROFILE if set (kilted, jazzy, jetson, system);
 # otherwise, with a system ROS 2 sourced (ROS_DISTRO set): jetson on aarch64, system elsewhere;
 # otherwise the PyPI ROS wheels of SDXL_ROS_DISTRO (kilted by default, or jazzy).
 

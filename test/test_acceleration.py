@@ -34,6 +34,12 @@ import torch
 
 GPU = Facts(device_type='cuda', capability=(9, 0))
 SIZES_64 = ((64, 64),)
+# The fast path needs torch.compiler.set_stance (torch >= 2.6). On older torch (JetPack 6.0 and
+# 6.1's builds) it stays off with one line (test_old_torch_keeps_the_fast_path_off) and the
+# tests that need it on are skipped.
+needs_set_stance = pytest.mark.skipif(
+    not hasattr(torch.compiler, 'set_stance'),
+    reason='the fast path needs torch.compiler.set_stance (torch >= 2.6); here it stays off')
 
 
 @pytest.fixture(scope='module')
@@ -185,6 +191,7 @@ print('LINE', [r for r in records if 'fast path off' in r])
 """
 
 
+@needs_set_stance
 def test_triton_hidden_turns_the_fast_path_off_with_one_line(tmp_path, plain_image):
     """With Triton refused by the import system a (simulated) GPU serves plainly and says why."""
     out = tmp_path / 'image.npy'
@@ -201,6 +208,7 @@ def test_triton_hidden_turns_the_fast_path_off_with_one_line(tmp_path, plain_ima
     assert np.array_equal(np.load(out), plain_image)
 
 
+@needs_set_stance
 def test_compile_failure_while_preparing_falls_back_bit_exactly(caplog, plain_image):
     """A compiler that raises switches the fast path off (one line); images are plain again."""
     engine = tiny_engine(fast_path=True, acceleration=simulated(
@@ -216,6 +224,7 @@ def test_compile_failure_while_preparing_falls_back_bit_exactly(caplog, plain_im
     assert np.array_equal(engine.generate(tiny_request(seed=11)).images[0], plain_image)
 
 
+@needs_set_stance
 def test_failure_while_applying_falls_back_bit_exactly(caplog, plain_image):
     """A failure half-way through applying undoes what was applied."""
     with caplog.at_level(logging.WARNING, logger='sdxl_ros'):
@@ -227,6 +236,7 @@ def test_failure_while_applying_falls_back_bit_exactly(caplog, plain_image):
     assert np.array_equal(engine.generate(tiny_request(seed=11)).images[0], plain_image)
 
 
+@needs_set_stance
 def test_failure_inside_a_goal_is_served_plainly(caplog, plain_image):
     """A fast-path UNet call raising mid-goal: the goal is redone plainly and succeeds."""
     engine = tiny_engine(fast_path=True, acceleration=simulated(fault_at='goal'))
@@ -239,6 +249,7 @@ def test_failure_inside_a_goal_is_served_plainly(caplog, plain_image):
     assert_plain_modules(engine)
 
 
+@needs_set_stance
 def test_a_goal_run_again_without_the_fast_path_says_so_with_its_cost(caplog):
     """The retry is explicit: one 'retrying' progress event first, one log line with the cost."""
     engine = tiny_engine(fast_path=True, acceleration=simulated(fault_at='goal'))
@@ -254,6 +265,7 @@ def test_a_goal_run_again_without_the_fast_path_says_so_with_its_cost(caplog):
     assert len(lost) == 1 and re.search(r'; \d+\.\d\d s of its work was lost$', lost[0])
 
 
+@needs_set_stance
 def test_out_of_memory_in_a_goal_is_not_mistaken_for_a_fast_path_failure():
     """OOM stays OutOfMemory (the node's refusal), and the fast path stays on."""
     from sdxl_ros.engine import OutOfMemory
@@ -264,6 +276,7 @@ def test_out_of_memory_in_a_goal_is_not_mistaken_for_a_fast_path_failure():
 
 
 # ------------------------------------------------------------------- no goal waits
+@needs_set_stance
 def test_unprepared_goal_compiles_nothing_then_preparing_compiles(plain_image):
     """A goal before preparation runs eagerly (no compile in the goal); preparing compiles."""
     backend = CountingBackend()
@@ -281,6 +294,7 @@ def test_unprepared_goal_compiles_nothing_then_preparing_compiles(plain_image):
     assert backend.graphs == after and accel.enabled
 
 
+@needs_set_stance
 def test_a_goal_queues_what_it_met_unprepared(plain_image):
     """With nothing to prepare configured, a goal's own size is queued for preparation."""
     engine = tiny_engine(fast_path=True, acceleration=simulated(prepare_sizes=()))
@@ -292,6 +306,7 @@ def test_a_goal_queues_what_it_met_unprepared(plain_image):
     assert (1, 4, 8, 8) in accel.vae_ready and not accel.has_work()
 
 
+@needs_set_stance
 def test_background_preparation_runs_after_load_and_goals_still_succeed(plain_image):
     """The preparer thread prepares the configured sizes while the engine serves goals."""
     backend = CountingBackend()
@@ -395,6 +410,7 @@ def test_unet_key_matches_the_pipelines_shapes():
         assert key[3][0] == (2, pooled) and key[4][0] == (2, ids) and key[5] is False
 
 
+@needs_set_stance
 def test_graphed_unet_serves_cpu_calls_eagerly():
     """CPU tensors cannot be graphed: the wrapper calls the module's own forward, same result."""
     engine = tiny_engine(fast_path=False)
@@ -459,6 +475,7 @@ def test_compile_regions_uses_the_given_blocks_and_can_be_undone():
     assert all(getattr(m, '_compiled_call_impl', None) is None for m in unet.modules())
 
 
+@needs_set_stance
 def test_compile_cache_folder_comes_from_the_config(tmp_path, monkeypatch):
     """Inductor's cache goes to compile_cache_dir, whatever the environment said before."""
     monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path / 'elsewhere'))
@@ -471,3 +488,17 @@ def test_compile_cache_folder_comes_from_the_config(tmp_path, monkeypatch):
     assert accel.enabled and accel.cache_dir == str(folder) and folder.is_dir()
     assert os.environ['TORCHINDUCTOR_CACHE_DIR'] == str(folder)
     accel.disable('test over')
+
+
+@pytest.mark.skipif(hasattr(torch.compiler, 'set_stance'),
+                    reason='this torch has torch.compiler.set_stance: the fast path can run')
+def test_old_torch_keeps_the_fast_path_off(caplog, plain_image):
+    """Without set_stance (torch < 2.6) a (simulated) GPU serves plainly and says why, once."""
+    with caplog.at_level(logging.INFO, logger='sdxl_ros'):
+        engine = tiny_engine(fast_path=True, acceleration=simulated())
+        image = engine.generate(tiny_request(seed=11)).images[0]
+    assert not engine.accelerator.enabled
+    assert engine.accelerator.reason == 'torch.compiler.set_stance missing (torch older than 2.6)'
+    assert len(off_lines(caplog)) == 1
+    assert_plain_modules(engine)
+    assert np.array_equal(image, plain_image)

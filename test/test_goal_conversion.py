@@ -59,8 +59,8 @@ def test_float32_values_come_back_as_typed_after_validation():
 
 
 def test_an_invalid_goal_fails_validation_with_the_engine_message():
-    with pytest.raises(RequestError, match='prompt is empty'):
-        validate_request(goal_to_request(_goal(prompt='  '), PARAMS))
+    with pytest.raises(RequestError, match='steps 100000'):
+        validate_request(goal_to_request(_goal(prompt='  ', steps=100000), PARAMS))
 
 
 def test_request_to_goal_round_trip():

@@ -176,3 +176,11 @@ def test_a_deactivate_between_the_stop_check_and_the_engine_leaves_no_models():
     assert handle.status == 'aborted'
     assert results[0].message.startswith('node deactivated')
     assert publishing.images == []
+
+
+def test_ignored_prompt_tags_are_named_in_the_result_message(loaded):
+    runner, _, _, _ = loaded
+    handle, admission = _admitted(steps=1, prompt='a robot <hypernet:x:1>')
+    result = runner.run(handle, admission, PARAMS)
+    assert handle.status == 'succeeded' and len(result.images) == 1
+    assert result.message.startswith('prompt: ignored <hypernet:x:1> (removed from the text')

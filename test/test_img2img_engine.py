@@ -12,7 +12,7 @@ import pytest
 from sdxl_ros.engine import GenerationCancelled
 from sdxl_ros.engine.infotext import needs_init_image, needs_mask, parse_infotext
 from sdxl_ros.engine.request import RequestError, size_for_init_image, validate_request
-from sdxl_ros.engine.step_plan import img2img_switch, plan_steps
+from sdxl_ros.engine.step_plan import img2img_strength, img2img_switch, plan_steps
 
 
 @pytest.fixture(scope='module')
@@ -43,24 +43,24 @@ def collect(engine, request, **kwargs):
 
 
 @pytest.mark.parametrize('steps, strength, switch, base, refiner', [
-    (10, 0.5, 0.8, 4, 1),      # 5 steps run; the refiner takes the last 20% of them
-    (20, 0.75, 0.8, 12, 3),
+    (10, 0.5, 0.8, 4, 2),      # A1111's 6 steps run; the refiner takes the last ones
+    (20, 0.75, 0.8, 12, 4),    # 16 = int(0.75 x 20) + 1
     (10, 1.0, 0.8, 8, 2),      # strength 1: the whole schedule, as text-to-image
-    (12, 0.3, 1.0, 3, 0),      # base only
+    (12, 0.3, 1.0, 4, 0),      # base only; int(3.6) + 1
 ])
-def test_steps_run_are_int_steps_times_strength(engine, steps, strength, switch, base,
-                                                refiner):
+def test_steps_run_are_a1111s_img2img_count(engine, steps, strength, switch, base, refiner):
     request = tiny_request(init_image=picture(), steps=steps, denoising_strength=strength,
                            refiner_switch=switch)
     _, events = collect(engine, request)
     base_steps = [e.step for e in events if e.stage == 'base']
     refiner_steps = [e.step for e in events if e.stage == 'refiner']
-    assert len(base_steps) + len(refiner_steps) == int(steps * strength)
+    assert len(base_steps) + len(refiner_steps) == min(steps, int(steps * strength) + 1)
     assert (len(base_steps), len(refiner_steps)) == (base, refiner)
     assert base_steps + refiner_steps == list(range(1, base + refiner + 1))
     assert all(e.total_steps == base + refiner for e in events)
+    given = img2img_strength(strength, steps)
     plan = plan_steps('Euler', engine._scheduler_configs['base'], steps,
-                      img2img_switch(strength, switch), True, strength)
+                      img2img_switch(given, switch), True, given)
     assert (plan.base_steps, plan.refiner_steps) == (base, refiner)
     assert events[-1].stage == 'decoding'
 
@@ -76,11 +76,12 @@ def test_feedback_totals_match_steps_run_for_other_samplers(engine, scheduler):
 
 
 def test_same_inputs_bit_identical_other_init_differs(engine):
-    request = tiny_request(init_image=picture(1), denoising_strength=0.6, steps=8)
+    # 0.4 x 8: A1111's count runs 4 steps.
+    request = tiny_request(init_image=picture(1), denoising_strength=0.4, steps=8)
     first = engine.generate(request).images[0]
     again = engine.generate(request).images[0]
     assert np.array_equal(first, again)
-    other = engine.generate(tiny_request(init_image=picture(2), denoising_strength=0.6,
+    other = engine.generate(tiny_request(init_image=picture(2), denoising_strength=0.4,
                                          steps=8)).images[0]
     assert np.abs(first.astype(int) - other.astype(int)).mean() > 1.0
     text = engine.generate(tiny_request(steps=8)).images[0]
@@ -182,7 +183,6 @@ def test_size_zero_takes_the_init_image_size():
     ({'denoising_strength': 0.0}, ['denoising_strength 0', '(0, 1]']),
     ({'denoising_strength': 1.5}, ['denoising_strength 1.5', '(0, 1]']),
     ({'denoising_strength': float('nan')}, ['denoising_strength', 'finite']),
-    ({'steps': 3, 'denoising_strength': 0.3}, ['int(steps * strength) = 0']),
     ({'resize_mode': 'stretch'}, ["'stretch'", 'crop and resize']),
     ({'mask_image': box_mask(32, 64)}, ['mask_image is 64x32', 'init image is 64x64']),
     ({'mask_image': np.zeros((64, 64), np.uint8)}, ['no white pixel']),
@@ -217,3 +217,23 @@ def test_infotext_round_trip_and_what_it_needs(engine):
     assert needs_init_image(text) and needs_mask(text)
     plain = engine.generate(tiny_request(steps=2)).infotexts[0]
     assert not needs_init_image(plain) and 'Denoising strength' not in plain
+
+
+@pytest.mark.parametrize('steps, strength, runs', [
+    (10, 0.6, 7),     # A1111: int(0.6 x 10) + 1; diffusers would run 6
+    (10, 0.5, 6),
+    (3, 0.3, 1),      # diffusers would run none
+    (20, 1.0, 20),
+    (20, 0.9999, 20),  # min(strength, 0.999): int(19.98) + 1
+])
+def test_a1111_img2img_step_count(steps, strength, runs):
+    assert int(steps * img2img_strength(strength, steps)) == runs
+    assert img2img_strength(strength, steps, a1111_count=False) == strength
+
+
+def test_a1111_img2img_step_count_for_every_setting():
+    for steps in range(1, 151):
+        for percent in range(1, 101):
+            strength = percent / 100
+            expected = int(min(strength, 0.999) * steps) + 1
+            assert int(steps * img2img_strength(strength, steps)) == expected, (steps, strength)

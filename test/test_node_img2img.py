@@ -62,7 +62,7 @@ def topic_name():
 
 
 def test_init_image_goal_is_served_with_its_size_and_strength(ros_client, node):
-    """width/height 0 take the init image's size; default strength 0.75; steps 8*0.75 = 6."""
+    """width/height 0 take the init image's size; default strength 0.75: A1111's 8*0.75+1 = 7."""
     run, response = ros_client.generate(node.name_of('generate'), prompt='a robot', seed=3,
                                         steps=8, init_image=rgb_msg(picture(1, 72, 80)))
     assert_served(response)
@@ -72,8 +72,8 @@ def test_init_image_goal_is_served_with_its_size_and_strength(ros_client, node):
     assert 'Denoising strength: 0.75, Resize mode: Just resize' in text
     assert 'Size: 80x72' in text
     denoising = [fb for _, fb in run.feedback if fb.stage in ('base', 'refiner')]
-    assert [fb.step for fb in denoising][-1] == 6
-    assert {fb.total_steps for fb in denoising} == {6}
+    assert [fb.step for fb in denoising][-1] == 7
+    assert {fb.total_steps for fb in denoising} == {7}
 
 
 def test_inpainting_keeps_the_unmasked_pixels(ros_client, node):

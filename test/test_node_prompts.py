@@ -4,7 +4,7 @@
 
 import pytest
 
-from ros_harness import assert_refused, assert_served, NodeProcess
+from ros_harness import assert_refused, assert_served, NodeProcess, status_names
 
 pytestmark = pytest.mark.ros
 
@@ -48,7 +48,8 @@ def _served_next(ros_client, node):
     ({'prompt': 'a <lora:refined>'}, ['for the SDXL refiner']),
     ({'prompt': 'a <lora:detail:6>'}, ['weight 6', 'out of range', '-5..5']),
     ({'prompt': 'a', 'negative_prompt': '<lora:detail:1>'}, ['negative_prompt', 'prompt only']),
-], ids=['unknown', 'sd1', 'refiner', 'weight-6', 'in-negative'])
+    ({'prompt': 'a [cat:dog:2] <lyco:detail:abc>'}, ['<lyco:detail:abc>', 'not a number']),
+], ids=['unknown', 'sd1', 'refiner', 'weight-6', 'in-negative', 'lyco-weight'])
 def test_bad_lora_goal_refused_at_admission(ros_client, node, fields, words):
     """Refused with the reason before any feedback; the node keeps serving."""
     run = ros_client.send_goal(node.name_of('generate'), **fields)
@@ -69,6 +70,21 @@ def test_lora_goal_served_with_hashes_and_listed(ros_client, node):
     assert 'Lora hashes: "detail: ' in text and 'Emphasis' not in text
     listing = ros_client.call(ListModels, node.name_of('list_models'))
     assert list(listing.loras) == ['detail', 'refined', 'sd15']
+
+
+def test_prompt_grammar_served_and_ignored_tags_named(ros_client, node):
+    """Editing, AND, a comment and tags that are not LoRAs: served, tags named, verbatim."""
+    action = node.name_of('generate')
+    prompt = '[a cat:a dog:0.5] # <lora:missing:1>\nAND <hypernet:x:1> a hat :0.5 <LORA:detail>'
+    _, response = ros_client.generate(action, prompt=prompt, seed=5)
+    assert response.status == status_names().STATUS_SUCCEEDED, response.result.message
+    assert len(response.result.images) == 1
+    assert response.result.parameters.startswith(prompt + '\n')
+    assert 'Lora hashes' not in response.result.parameters  # <LORA:...> is not a LoRA tag
+    message = response.result.message
+    assert '<hypernet:x:1>' in message and '<LORA:detail>' in message and 'missing' not in message
+    _, empty = ros_client.generate(action, prompt='', steps=1)  # as A1111: an empty prompt
+    assert_served(empty)
 
 
 def test_parameters_change_emphasis_and_lora_dir_at_run_time(ros_client, node, lora_dir):

@@ -4,9 +4,10 @@
 
 import pytest
 
-from sdxl_ros.engine.prompt_parser import (BREAK, extract_loras, LoraTag, merge_loras,
-                                           parse_emphasis, PromptSyntaxError)
-from sdxl_ros.engine.prompting.chunks import Chunk, split_chunks, TokenSpec
+from sdxl_ros.engine.prompt_parser import (BREAK, extract_loras, extract_networks, is_break,
+                                           LoraTag, merge_loras, parse_emphasis,
+                                           PromptSyntaxError, strip_comments)
+from sdxl_ros.engine.prompting.chunks import Chunk, split_chunks, tokenize_segments, TokenSpec
 
 W = 1.1
 
@@ -29,9 +30,13 @@ def _close(pieces, expected):
     ('((a:1.5) b)', [('a', 1.5 * W), (' b', W)]),
     ('(a [b] c:2)', [('a ', 2.0), ('b', 2 / W), (' c', 2.0)]),
     ('(a:-1)', [('a', -1.0)]),
+    ('x (a:-1) y', [('x ', 1.0), ('a', -1.0), (' y', 1.0)]),
+    ('(a:-0.5)', [('a', -0.5)]),
     (r'\(not weighted\)', [('(not weighted)', 1.0)]),
     (r'a \[b\] \\ c', [('a [b] \\ c', 1.0)]),
-    (r'a \x', [('a \\x', 1.0)]),
+    # A backslash not before ()[]\ is dropped, a trailing one too.
+    (r'a \x', [('a x', 1.0)]),
+    ('a\\', [('a', 1.0)]),
     ('time: noon', [('time: noon', 1.0)]),
     ('(time: noon)', [('time: noon', W)]),
     ('(a:1.2.3)', [('a:1.2.3', W)]),
@@ -51,15 +56,49 @@ def test_break_splits_and_is_case_sensitive():
     assert parse_emphasis('a cat BREAK a dog') == [('a cat', 1.0), BREAK, ('a dog', 1.0)]
     assert parse_emphasis('a cat break a dog') == [('a cat break a dog', 1.0)]
     assert parse_emphasis('BREAKFAST BREAK') == [('BREAKFAST', 1.0), BREAK]
-    assert parse_emphasis('(a BREAK b)') == [('a', W), BREAK, ('b', W)]
+    # Inside brackets the BREAK marker is scaled too: A1111 then reads the word BREAK.
+    _close(parse_emphasis('(a BREAK b)'), [('a', W), ('BREAK', -W), ('b', W)])
+    assert not is_break(parse_emphasis('(a BREAK b)')[1])
+    assert parse_emphasis('(a BREAK b:1)') == [('a', 1.0), BREAK, ('b', 1.0)]
+    assert is_break(parse_emphasis('a BREAK b')[1])
+
+
+def test_negative_weights_are_ordinary_weights_not_breaks():
+    def tokenize(texts):
+        return [[len(text)] for text in texts]
+    pieces = parse_emphasis('x (a:-1) y BREAK z')
+    assert tokenize_segments(pieces, tokenize) == [([2], 1.0), ([1], -1.0), ([2], 1.0), None,
+                                                   ([1], 1.0)]
+    assert tokenize_segments(parse_emphasis('(a:-1)'), tokenize) == [([1], -1.0)]
 
 
 def test_lora_tags_are_removed_and_read():
     text, tags = extract_loras('a cat <lora:detail:0.7>, <lora:style> sharp')
     assert text == 'a cat ,  sharp'
     assert tags == [LoraTag('detail', 0.7), LoraTag('style', 1.0)]
-    assert extract_loras('<hypernet:x:1> cat')[0] == '<hypernet:x:1> cat'
+    assert extract_loras('<hypernet:x:1> cat')[0] == ' cat'
     assert merge_loras(tags + [LoraTag('detail', 0.3)]) == [('detail', 1.0), ('style', 1.0)]
+
+
+def test_every_extra_network_tag_is_removed_and_only_lora_lyco_apply():
+    text, networks = extract_networks('a <lyco:soft:0.5> <hypernet:x:1> <LORA:y:1> b')
+    assert text == 'a    b'
+    assert networks.loras == (LoraTag('soft', 0.5, 'lyco'),)
+    # Type names are case-sensitive, as in A1111: <LORA:...> is not a LoRA.
+    assert networks.ignored == ('<hypernet:x:1>', '<LORA:y:1>')
+    assert extract_networks('<a b:c>')[0] == '<a b:c>'  # not a tag: the type is one word
+
+
+@pytest.mark.parametrize('text, expected', [
+    ('a cat # fluffy\nsharp', 'a cat \nsharp'),
+    ('# a note\na cat', '\na cat'),
+    ('a cat\n# note\n# more\nsharp', 'a cat\n\nsharp'),
+    ('a#b#c', 'a\n'),
+    ('no comment', 'no comment'),
+    ('<lora:x:1> # <lora:y:1>', '<lora:x:1> \n'),
+])
+def test_comments_are_stripped_to_the_line_end(text, expected):
+    assert strip_comments(text) == expected
 
 
 @pytest.mark.parametrize('tag, words', [

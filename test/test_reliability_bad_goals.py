@@ -36,11 +36,12 @@ def served(**expect):
 
 # (id, goal fields over {'prompt': 'a robot'}, expectation)
 CASES = [
-    ('empty-prompt', {'prompt': ''}, refused('prompt is empty')),
-    ('whitespace-prompt', {'prompt': ' \t\n\r  '}, refused('prompt is empty')),
-    ('unicode-space-prompt', {'prompt': '\u3000\u00a0\u2003'}, refused('prompt is empty')),
+    # An empty prompt generates, as in A1111.
+    ('empty-prompt', {'prompt': ''}, served(size=(64, 64))),
+    ('whitespace-prompt', {'prompt': ' \t\n\r  '}, served(size=(64, 64))),
+    ('unicode-space-prompt', {'prompt': '\u3000\u00a0\u2003'}, served(size=(64, 64))),
     ('control-chars-only-prompt', {'prompt': '\x01\x02\x1b\x7f\x9f'},
-     refused('prompt is empty')),
+     served(size=(64, 64))),
     ('prompt-beyond-tokenizer', {'prompt': 'a red robot in a garden, ' * 150},
      served(size=(64, 64))),
     ('prompt-over-limit', {'prompt': 'x' * 4001}, refused('prompt', '4001', '4000')),
@@ -93,7 +94,7 @@ CASES = [
     ('num-images-too-many', {'num_images': 5}, refused('num_images 5', '1..4')),
     ('num-images-uint32-max', {'num_images': UINT32_MAX}, refused('num_images', '1..4')),
     ('combo-all-bad', {'prompt': '', 'width': 7, 'guidance_scale': NAN, 'seed': -2,
-                       'scheduler': '?', 'num_images': 99}, refused('prompt is empty')),
+                       'scheduler': '?', 'num_images': 99}, refused('width 7')),
     ('combo-valid-size-bad-cfg', {'width': 128, 'height': 64, 'guidance_scale': -INF},
      refused('guidance_scale')),
     ('combo-all-defaults', {'width': 0, 'height': 0, 'steps': 0, 'guidance_scale': 0.0,

@@ -28,8 +28,8 @@ def test_request_error_is_a_value_error():
 
 
 @pytest.mark.parametrize('prompt', ['', '   ', '\n\t', '\x00\x01'])
-def test_empty_prompt_refused(prompt):
-    check_refused('prompt is empty', prompt=prompt)
+def test_empty_prompt_accepted_as_in_a1111(prompt):
+    assert validate_request(replace(OK, prompt=prompt)).prompt == ''
 
 
 def test_control_characters_removed_newline_and_tab_kept():

@@ -42,6 +42,8 @@ quiet_library_logs()
 def __getattr__(name):
     """Import the torch side only when SdxlEngine is asked for (PEP 562)."""
     if name == 'SdxlEngine':
+        from sdxl_ros.engine.torch_features import check_libraries
+        check_libraries()   # a lock that does not suit this torch: one line, not a traceback
         from sdxl_ros.engine.generation.engine import SdxlEngine
         return SdxlEngine
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -11,7 +11,8 @@ import argparse
 from dataclasses import replace
 import sys
 
-from sdxl_ros.engine import EngineConfig, EngineError, PRESETS, SdxlEngine
+import sdxl_ros.engine as engine_package
+from sdxl_ros.engine import EngineConfig, EngineError, PRESETS
 from sdxl_ros.engine.png_io import output_paths, save_png
 from sdxl_ros.engine.request import GenerationRequest, Limits, RequestError
 from sdxl_ros.engine.schedulers import SCHEDULER_NAMES
@@ -79,8 +80,8 @@ def main(argv=None):
                       steps=args.steps, guidance_scale=args.guidance_scale,
                       refiner_switch=args.refiner_switch, seed=args.seed,
                       scheduler=args.scheduler, num_images=args.num_images)
-    engine = SdxlEngine(config)
     try:
+        engine = engine_package.SdxlEngine(config)   # imports torch; checks the libraries
         engine.load()
         result = engine.generate(request, on_progress=_print_progress)
     except (EngineError, RequestError) as error:

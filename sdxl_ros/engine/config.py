@@ -99,6 +99,12 @@ class EngineConfig:
     model_dir only.
     fault_oom_at_step: test hook; at this 1-based step of every image the engine raises an
     out-of-memory error as torch would (0 = off).
+    pad_cond_uncond: A1111's "Pad prompt/negative prompt" option (off there by default): pad
+    the shorter of prompt and negative prompt with empty chunks; off runs each at its own
+    length (two UNet passes per step when their chunk counts differ).
+    prompt_comments: strip `#` comments from prompts (A1111's "Enable comments", on there).
+    a1111_img2img_steps: img2img runs int(min(strength, 0.999) x steps) + 1 steps as A1111's
+    k-diffusion samplers do; false keeps diffusers' int(steps x strength).
     embeddings_dir: folder with textual-inversion embeddings (NAME.safetensors with clip_l and
     clip_g tensors) that prompts use by NAME; empty = none.
     """
@@ -117,6 +123,9 @@ class EngineConfig:
     lora_dir: str = ''
     limits: Limits = field(default_factory=Limits)
     fault_oom_at_step: int = 0
+    pad_cond_uncond: bool = False
+    prompt_comments: bool = True
+    a1111_img2img_steps: bool = True
     embeddings_dir: str = ''
     controlnet_dir: str = ''
 
@@ -137,6 +146,7 @@ class EngineConfig:
 def load_key(config):
     """Return the part of an EngineConfig that fixes the loaded models (limits etc. do not)."""
     return replace(config, limits=Limits(), emphasis='original', lora_dir='',
+                   pad_cond_uncond=False, prompt_comments=True, a1111_img2img_steps=True,
                    embeddings_dir='', controlnet_dir='')
 
 

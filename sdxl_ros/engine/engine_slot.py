@@ -54,6 +54,8 @@ def _sdxl_engine_class():
     The one door from the torch-free top level to the torch rooms: the node imports this
     module and builds its slot without torch; torch loads with the first model load.
     """
+    from sdxl_ros.engine.torch_features import check_libraries
+    check_libraries()   # a lock that does not suit this torch: one line, not a traceback
     from sdxl_ros.engine.generation.engine import SdxlEngine
     return SdxlEngine
 
@@ -187,8 +189,8 @@ class EngineSlot:
         names = f'base {config.base_model!r}, refiner {config.refiner_model!r}'
         self._info(f'loading models: {names}')
         started = time.monotonic()
-        engine = (self._engine_class or _sdxl_engine_class())(replace(config))
         try:
+            engine = (self._engine_class or _sdxl_engine_class())(replace(config))
             engine.load()
         except ModelLoadError as error:
             reason = f'cannot load models ({names}): {error}'

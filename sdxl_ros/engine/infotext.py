@@ -59,11 +59,12 @@ def _number(value):
 
 
 def format_infotext(request, seed, base_model_name='', refiner_model_name='', lora_hashes=(),
-                    emphasis='original', ti_hashes=(), control_hashes=()):
+                    emphasis='original', ti_hashes=(), pad_conds=False, control_hashes=()):
     """
     Return the A1111 `parameters` text for one image of `request` generated with `seed`.
 
     `lora_hashes`: [(name, short hash)] of the prompt's LoRAs; `emphasis`: the mode used;
+    `pad_conds`: pad_cond_uncond padded the prompt or negative (A1111's `Pad conds: True`).
     `ti_hashes`: [(name, short hash)] of the textual-inversion embeddings the prompts used.
     `control_hashes`: the short hash of each ControlNet unit's model ('' for a preset).
     """
@@ -95,6 +96,8 @@ def format_infotext(request, seed, base_model_name='', refiner_model_name='', lo
             f'{n.replace(":", "").replace(",", "")}: {h}' for n, h in ti_hashes))))
     if emphasis and emphasis != DEFAULT_EMPHASIS:
         params.append(('Emphasis', _quote(emphasis.capitalize())))
+    if pad_conds:
+        params.append(('Pad conds', 'True'))
     hashes = tuple(control_hashes) + ('',) * len(request.control)
     for index, unit in enumerate(request.control):
         params.append((f'ControlNet {index}', _quote(format_control_unit(

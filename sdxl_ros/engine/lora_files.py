@@ -21,7 +21,7 @@ from pathlib import Path
 import re
 from typing import Optional
 
-from sdxl_ros.engine.prompt_parser import extract_loras
+from sdxl_ros.engine.prompt_parser import extract_loras, strip_comments
 from sdxl_ros.engine.request import RequestError
 
 LORA_SUFFIX = '.safetensors'
@@ -249,13 +249,15 @@ def merge_repeated(tags):
     return [(name, counts[name] * last[name]) for name in counts]
 
 
-def request_loras(request, lora_dir, target=None, with_hash=True):
+def request_loras(request, lora_dir, target=None, with_hash=True, comments=True):
     """
-    Return (prompt text without LoRA tags, [(LoraFile, weight)]) of a validated request.
+    Return (prompt text without any tag, [(LoraFile, weight)]) of a validated request.
+
+    `comments` True strips `#` comments first (A1111's default): a tag in a comment is off.
 
     Raises LoraError (a RequestError) naming the LoRA and the reason. `target` None (no
     models loaded yet) checks names and keys only; the engine checks widths again. The node's
     admission passes `with_hash` False: hashing a large file is left to the engine.
     """
-    text, tags = extract_loras(request.prompt)
+    text, tags = extract_loras(strip_comments(request.prompt) if comments else request.prompt)
     return text, resolve_loras(merge_repeated(tags), lora_dir, target, with_hash)

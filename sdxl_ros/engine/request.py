@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from sdxl_ros.engine.prompt_parser import extract_loras, PromptSyntaxError
+from sdxl_ros.engine.prompt_parser import extract_loras, PromptSyntaxError, strip_comments
 from sdxl_ros.engine.schedulers import canonical_scheduler_name, SCHEDULER_NAMES
 
 #: Largest seed + 1: seeds are unsigned 32-bit as in A1111.
@@ -215,11 +215,6 @@ def _check_init_fields(request, steps):
                                'init_image_topic)')
         return changes
     init = _check_image(init, 'init_image', 3)
-    if int(steps * strength) < 1:
-        # diffusers runs int(steps * strength) steps; none would leave the picture unchanged.
-        raise RequestError(
-            f'steps {steps} x denoising_strength {strength} leaves no step to run '
-            f'(int(steps * strength) = 0): raise steps or denoising_strength')
     if mask is not None:
         mask = _check_image(mask, 'mask_image', None)
         if mask.shape != init.shape[:2]:
@@ -236,8 +231,8 @@ def _check_init_fields(request, steps):
 def _check_prompt_tags(prompt, negative):
     """Refuse malformed `<lora:...>` tags, and LoRA tags in the negative prompt."""
     try:
-        extract_loras(prompt)
-        if extract_loras(negative)[1]:
+        extract_loras(strip_comments(prompt))
+        if extract_loras(strip_comments(negative))[1]:
             raise RequestError('negative_prompt holds a <lora:...> tag: LoRAs are applied from '
                                'the prompt only; move the tag there')
     except PromptSyntaxError as error:
@@ -257,9 +252,8 @@ def validate_request(request, limits=None):
     limits = limits or Limits()
     if not isinstance(request, GenerationRequest):
         raise RequestError(f'expected a GenerationRequest, got {type(request).__name__}')
+    # An empty prompt is allowed, as in A1111 (common in img2img: "more of the same").
     prompt = _clean_text(request.prompt, 'prompt', limits)
-    if not prompt:
-        raise RequestError('prompt is empty: describe what to draw')
     negative = _clean_text(request.negative_prompt, 'negative_prompt', limits)
     _check_prompt_tags(prompt, negative)
     steps = _check_int(request.steps, 'steps')

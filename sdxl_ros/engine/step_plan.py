@@ -44,6 +44,22 @@ def img2img_switch(strength, switch):
     return 1.0 - strength * (1.0 - switch)
 
 
+def img2img_strength(strength, steps, a1111_count=True):
+    """
+    Return the strength to hand diffusers so that img2img runs A1111's number of steps.
+
+    diffusers runs the last int(steps * strength) steps of a `steps`-step schedule; A1111's
+    k-diffusion samplers run the last int(min(strength, 0.999) * steps) + 1 of the same
+    schedule (one more, so at least one). The strength returned makes diffusers cut that
+    many; `a1111_count` False keeps diffusers' count (`strength` unchanged). Full strength
+    (text-to-image) stays 1.0.
+    """
+    if strength >= 1.0 or not a1111_count:
+        return strength
+    count = int(min(strength, 0.999) * steps) + 1
+    return min(1.0, (count + 0.5) / steps)
+
+
 def plan_steps(scheduler_name, scheduler_config, steps, switch, has_refiner, strength=1.0):
     """
     Predict the base/refiner split exactly as diffusers will cut the schedule.

@@ -115,7 +115,8 @@ def admit_goal(goal, params, lora_target):
     control_topics(goal)  # refuses a unit with both or neither of image and image_topic
     frame = stand_in_frame(goal, params) if topic else None
     request = validate_request(goal_to_request(goal, params, frame), params.limits())
-    request_loras(request, params.lora_dir, lora_target, with_hash=False)
+    request_loras(request, params.lora_dir, lora_target, with_hash=False,
+                  comments=params.prompt_comments)
     widths = (EmbeddingWidths(lora_target.text_encoder_width, lora_target.text_encoder_2_width)
               if lora_target is not None else None)
     request_embeddings([request.prompt, request.negative_prompt],

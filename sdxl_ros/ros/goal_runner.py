@@ -274,4 +274,5 @@ class GoalRunner:
             images = []
         return GenerateImage.Result(
             images=images, seeds=list(result.seeds), parameters=result.infotexts[0],
-            elapsed_sec=float(result.elapsed_sec), message='', image_stamps=stamps)
+            elapsed_sec=float(result.elapsed_sec), message='; '.join(result.warnings),
+            image_stamps=stamps)

@@ -138,6 +138,14 @@ PARAMETERS = (
     ParameterSpec('output_dir', '',
                   'If set, also save every result as PNG with its infotext here; the node '
                   'chooses the file names.'),
+    ParameterSpec('pad_cond_uncond', False,
+                  'A1111 "Pad prompt/negative prompt": pad the shorter of prompt and negative '
+                  'prompt with empty chunks. false (as A1111) runs each at its own length.'),
+    ParameterSpec('prompt_comments', True,
+                  'Strip # comments (to the end of the line) from prompts, as A1111 does.'),
+    ParameterSpec('a1111_img2img_steps', True,
+                  'img2img runs int(min(strength, 0.999) x steps) + 1 steps as A1111; '
+                  "false = diffusers' int(steps x strength)."),
     ParameterSpec('embeddings_dir', '',
                   'Folder with textual-inversion embeddings (SDXL .safetensors with clip_l and '
                   'clip_g tensors, at any depth; listed by ~/list_models): a word of the prompt '
@@ -197,7 +205,8 @@ class _ParameterValues:
             fast_path=self.fast_path, acceleration=self.acceleration(), limits=self.limits(),
             fault_oom_at_step=self.fault_oom_at_step, emphasis=self.emphasis,
             lora_dir=self.lora_dir, embeddings_dir=self.embeddings_dir,
-            controlnet_dir=self.controlnet_dir)
+            pad_cond_uncond=self.pad_cond_uncond, prompt_comments=self.prompt_comments,
+            a1111_img2img_steps=self.a1111_img2img_steps, controlnet_dir=self.controlnet_dir)
 
     def sizes_to_prepare(self):
         """Return prepare_sizes as (width, height) pairs (ValueError names a bad entry)."""

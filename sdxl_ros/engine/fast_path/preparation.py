@@ -57,9 +57,16 @@ class BackgroundPreparer:
     and is switched off by `on_failure(error)` when a unit fails for any other reason.
     """
 
-    def __init__(self, source, lock, gate, yielded, on_failure, idle_sec=1.0):
-        """Bind the work source, the engine's lock and its goal gate."""
+    def __init__(self, source, lock, gate, yielded, on_failure, idle_sec=1.0, context=None):
+        """
+        Bind the work source, the engine's lock and its goal gate.
+
+        `context` (a callable returning a context manager) is entered by the thread for its
+        whole life: the engine passes its CUDA device, since a new thread starts on device 0
+        and an engine on cuda:1 would otherwise capture its graphs on the wrong GPU.
+        """
         self.source = source
+        self.context = context
         self.lock = lock
         self.gate = gate
         self.yielded = yielded
@@ -100,6 +107,11 @@ class BackgroundPreparer:
         return self.gate.waiting() or self._stop.is_set()
 
     def _loop(self):
+        """Run `_drain` inside the engine's device context."""
+        with (self.context() if self.context is not None else contextlib.nullcontext()):
+            self._drain()
+
+    def _drain(self):
         """Prepare while there is work and no goal; sleep otherwise."""
         while not self._stop.is_set():
             if not self.source.has_work():

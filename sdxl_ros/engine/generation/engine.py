@@ -32,9 +32,12 @@ from sdxl_ros.engine.generation.stages import run_goal
 from sdxl_ros.engine.lora_files import request_loras
 from sdxl_ros.engine.models.loading import load_models
 from sdxl_ros.engine.progress import Progress
+from sdxl_ros.engine.prompt_parser import read_prompts
 from sdxl_ros.engine.prompting.embeddings import embedding_widths, EmbeddingSet, matched_names
 from sdxl_ros.engine.prompting.lora import lora_target, LoraSet
 from sdxl_ros.engine.request import SEED_LIMIT, validate_request
+from sdxl_ros.engine.torch_features import (group_offloading_problem, library_problem,
+                                            out_of_memory_errors)
 
 import torch
 
@@ -46,7 +49,7 @@ _OOM_MARKERS = ('out of memory', "can't allocate memory", 'not enough memory')
 
 def _is_oom(error):
     """Whether an exception is torch running out of (device or host) memory."""
-    if isinstance(error, torch.OutOfMemoryError):
+    if isinstance(error, out_of_memory_errors()):
         return True
     return isinstance(error, RuntimeError) and any(
         marker in str(error).lower() for marker in _OOM_MARKERS)
@@ -152,6 +155,9 @@ class SdxlEngine:
         if on_progress:
             on_progress(Progress(stage='loading'))
         self.unload()
+        problem = library_problem()
+        if problem:
+            raise ModelLoadError(problem)
         device, dtype = self._resolve_device_dtype()
         self._check_precision(device, dtype)
         try:
@@ -199,9 +205,11 @@ class SdxlEngine:
                                                    self._device, self._dtype)
         if not accel.enabled or not self.config.acceleration.background_prepare:
             return
+        device = self._device
         self._preparer = BackgroundPreparer(
             accel, self._lock, self._gate, Yielded,
-            lambda error: switch_off(accel, 'preparing failed', error))
+            lambda error: switch_off(accel, 'preparing failed', error),
+            context=(lambda: torch.cuda.device(device)) if device.type == 'cuda' else None)
         accel.on_work = self._preparer.wake
         self._preparer.start()
 
@@ -256,6 +264,10 @@ class SdxlEngine:
         modules = [base.text_encoder, base.text_encoder_2, base.unet]
         if refiner is not None:
             modules.append(refiner.unet)
+        problem = group_offloading_problem()
+        if problem:
+            raise ModelLoadError(f'memory_mode sequential_offload needs {problem}; use '
+                                 'model_offload or resident')
         # Lazy on purpose: diffusers.hooks is newer than some supported diffusers, and only
         # this memory mode needs it.
         from diffusers.hooks import apply_group_offloading
@@ -392,8 +404,11 @@ class SdxlEngine:
         request = validate_request(request, self.config.limits)
         if self._models is None:
             raise EngineError('models are not loaded: call load() first')
-        text, loras = request_loras(request, self.config.lora_dir, self._lora_target)
-        texts = [text, request.negative_prompt]
+        _, loras = request_loras(request, self.config.lora_dir, self._lora_target,
+                                 comments=self.config.prompt_comments)
+        text, negative, warnings = read_prompts(request.prompt, request.negative_prompt,
+                                                self.config.prompt_comments)
+        texts = [text, negative]
         embeddings = self._embeddings.for_texts(texts, self.config.embeddings_dir)
         models = self._models
         ti_hashes = [(name, embeddings[name].file.short_hash) for name in matched_names(
@@ -403,7 +418,8 @@ class SdxlEngine:
         return Goal(request=request, text=text, loras=loras, embeddings=embeddings,
                     ti_hashes=ti_hashes,
                     emphasis=request.emphasis or self.config.emphasis, seed=seed,
-                    started=started, fault_oom_at_step=self.config.fault_oom_at_step)
+                    started=started, fault_oom_at_step=self.config.fault_oom_at_step,
+                    negative=negative, warnings=warnings)
 
     def _run(self, goal):
         """

@@ -14,6 +14,7 @@ from typing import Callable, List, Optional, Tuple
 from sdxl_ros.engine.generation.preview import latents_to_rgb
 from sdxl_ros.engine.progress import Progress, ProgressClock
 from sdxl_ros.engine.request import GenerationRequest
+from sdxl_ros.engine.torch_features import out_of_memory_error
 
 import torch
 
@@ -28,7 +29,7 @@ class Goal:
 
     # Given by SdxlEngine.generate (stage 1, checked).
     request: GenerationRequest
-    text: str                                  # the prompt without its LoRA tags
+    text: str                                  # the prompt without comments and tags
     loras: List[Tuple[object, float]]          # (lora_files.LoraFile, weight)
     emphasis: str
     seed: int                                  # of image 0; image i uses seed + i
@@ -41,14 +42,17 @@ class Goal:
     cancel: Optional[threading.Event] = None
     preview_every: int = 0
     fault_oom_at_step: int = 0                 # EngineConfig test hook (0 = off)
+    negative: str = ''                         # the negative prompt, as `text`
+    warnings: List[str] = field(default_factory=list)  # tags not applied, for the result
     # Worked out by stage 2 (prepare).
     kind: str = 'text'                         # 'text', 'img2img' or 'inpaint'
     prepared: Optional[object] = None          # init_image.PreparedInit
     init_latents: Optional[torch.Tensor] = None
     switch: float = 1.0                        # where the base hands over (fraction)
+    strength: float = 1.0                      # img2img strength handed to diffusers
     plan: Optional[object] = None              # step_plan.StepPlan
     clock: Optional[ProgressClock] = None
-    base_embeds: Optional[object] = None       # stage 3's PromptEmbeddings for the base
+    prompts: Optional[object] = None           # prompt_schedule.PromptPlan
     control_files: List[object] = field(default_factory=list)   # controlnet_files.ControlNetFile
     control_units: List[object] = field(default_factory=list)   # controlnet.PreparedUnit
     # 2 when the fast path failed inside this goal and it runs again without it.
@@ -82,6 +86,7 @@ class ImageSteps:
     index: int
     stage: str = 'base'
     step: int = 0
+    prompts: list = field(default_factory=list)  # stage 3's guidance.StagePrompts per stage
 
     def report(self, stage, step, preview=None):
         """Send one Progress event to the caller's callback, if any."""
@@ -100,7 +105,7 @@ class ImageSteps:
         self.step += 1
         goal.clock.step_finished()
         if goal.fault_oom_at_step and self.step == goal.fault_oom_at_step:
-            raise torch.OutOfMemoryError(
+            raise out_of_memory_error()(
                 'CUDA out of memory. Tried to allocate 2.00 GiB (injected by '
                 'fault_oom_at_step)')
         preview = None

@@ -29,7 +29,7 @@ from sdxl_ros.engine.models.checkpoint_reader import CheckpointReader
 from sdxl_ros.engine.models.random_models import build_component
 from sdxl_ros.engine.models.resources import model_config_dir
 from sdxl_ros.engine.presets import PRESETS
-
+from sdxl_ros.engine.torch_features import out_of_memory_errors
 import torch
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -162,7 +162,7 @@ def _single_file_pipeline(source, role, device, dtype, tokenizer_dir, share_from
 
 def _is_oom_error(error):
     """Whether torch ran out of memory (the engine turns that into advice on memory modes)."""
-    return isinstance(error, torch.OutOfMemoryError) or 'out of memory' in str(error).lower()
+    return isinstance(error, out_of_memory_errors()) or 'out of memory' in str(error).lower()
 
 
 def _folder_variant(folder):

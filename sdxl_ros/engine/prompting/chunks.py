@@ -15,6 +15,8 @@ position per vector and is never split: when it does not fit, the chunk ends bef
 from dataclasses import dataclass
 from typing import List, Tuple
 
+from sdxl_ros.engine.prompt_parser import is_break
+
 #: Tokens of text per chunk (CLIP's 77 minus start and end).
 CHUNK_TOKENS = 75
 #: How far back (in tokens) a comma may lie for the chunk to be cut after it.
@@ -119,11 +121,13 @@ def tokenize_segments(parsed, tokenize):
     Tokenize emphasis pieces: [(text, weight) or BREAK] -> [(ids, weight) or None].
 
     `tokenize(list of str)` returns the ids of each text without start/end tokens; each
-    piece is tokenized on its own, as A1111 does.
+    piece is tokenized on its own, as A1111 does. Only the exact BREAK marker breaks: a
+    negative weight is an ordinary weight (`(a:-1)` keeps `a` at -1 in its chunk).
     """
-    texts = [text for text, weight in parsed if weight >= 0]
+    texts = [text for text, weight in parsed if not is_break((text, weight))]
     ids = iter(tokenize(texts) if texts else [])
-    return [(next(ids), weight) if weight >= 0 else None for _, weight in parsed]
+    return [None if is_break((text, weight)) else (next(ids), weight)
+            for text, weight in parsed]
 
 
 def chunk_prompt(parsed, tokenize, spec):
