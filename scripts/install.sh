@@ -191,7 +191,7 @@ fi
 # inputs, and the names of the installed files.
 build_stamp="$(cd "${root}" && {
   cat "${venv_real}/.sdxl_ros_stamp" CMakeLists.txt package.xml
-  find action srv -type f -exec cat {} + 2>/dev/null
+  find action msg srv -type f -exec cat {} + 2>/dev/null
   find sdxl_ros launch config resource scripts -path '*/__pycache__' -prune -o -print 2>/dev/null \
     | LC_ALL=C sort
 } | sha256sum | cut -d' ' -f1)"

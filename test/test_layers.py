@@ -22,14 +22,14 @@ SOURCES = ROOT / 'sdxl_ros'
 LAYERS = ('engine', 'ros', 'client')
 HEAVY = ('torch', 'diffusers', 'transformers')
 # The engine's torch rooms: sub-packages of sdxl_ros/engine.
-TORCH_ROOMS = ('fast_path', 'generation', 'models', 'prompting')
+TORCH_ROOMS = ('conditioning', 'fast_path', 'generation', 'models', 'prompting')
 # Function-local heavy imports that stay, each a feature check of a newer library.
 LAZY_ON_PURPOSE = {('generation/engine.py', 'diffusers.hooks'),
                    ('fast_path/torch_internals.py', 'torch._dynamo.config'),
                    ('fast_path/torch_internals.py', 'torch._inductor.config')}
 ROS_MODULE_PREFIXES = ('rclpy', 'rcl_interfaces', 'sensor_msgs', 'lifecycle_msgs',
                        'builtin_interfaces', 'std_msgs', 'diagnostic_msgs', 'sdxl_ros.action',
-                       'sdxl_ros.srv', 'rosidl')
+                       'sdxl_ros.srv', 'sdxl_ros.msg', 'rosidl')
 
 
 def _modules(layer):

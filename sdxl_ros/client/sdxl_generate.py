@@ -8,6 +8,8 @@ sdxl_generate: send one GenerateImage goal and save the result as PNG with its i
     sdxl_generate --init-image photo.png --mask mask.png --strength 0.6 "a red door"
     sdxl_generate --init-topic /camera/image_raw --strength 0.5 "as an oil painting"
     sdxl_generate --servers auto "a robot"   # the least busy of several servers
+    sdxl_generate --control depth_metric:/camera/depth/image_raw:model=xl_depth:weight=0.8 \
+        --control canny:sketch.png:model=xl_canny "a glass house"
 
 Waits for the action server, draws a progress bar on stderr from the feedback, writes
 out.png (out-1.png, out-2.png, ... for more images) with the A1111 `parameters` text chunk,
@@ -23,6 +25,7 @@ import signal
 import sys
 import time
 
+from sdxl_ros.client.control_specs import control_unit
 from sdxl_ros.engine.infotext import needs_init_image, needs_mask, parse_infotext
 from sdxl_ros.engine.png_io import output_paths, read_png_parameters, save_png
 from sdxl_ros.engine.request import RequestError
@@ -79,6 +82,12 @@ def build_parser():
     parser.add_argument('--inpaint-full-res', action='store_true', default=None,
                         help='inpaint only the masked region (plus padding) at full size '
                              '(A1111 "Only masked")')
+    parser.add_argument('--control', metavar='MODULE:SOURCE[:KEY=VALUE...]', action='append',
+                        default=[],
+                        help='a ControlNet unit (repeatable): MODULE none, depth, '
+                             'depth_metric or canny; SOURCE a picture file (.png, .jpg, ...) '
+                             'or a topic (/...), or file=PATH / topic=NAME; keys model, '
+                             'weight, start, end, mode, resize, type, low, high')
     parser.add_argument('--from-png', metavar='PNG',
                         help='re-generate from the infotext saved in a PNG; other flags '
                              'override its fields')
@@ -128,6 +137,18 @@ def _init_from_png(args, text):
         raise RequestError(f'{args.from_png} was inpainted: pass its mask with --mask FILE')
 
 
+def _control_from_png(args, goal):
+    """Give the PNG's ControlNet units their pictures from --control (one per unit)."""
+    units = list(goal.control)
+    if len(args.control) != len(units):
+        listed = '; '.join(f'{i}: {u.module} with {u.model}' for i, u in enumerate(units))
+        raise RequestError(
+            f'{args.from_png} used {len(units)} ControlNet unit(s) ({listed or "none"}) but '
+            f'{len(args.control)} --control were given: pass one per unit, in order, with its '
+            'picture file or topic (its settings come from the PNG; keys override them)')
+    goal.control = [control_unit(spec, unit) for spec, unit in zip(args.control, units)]
+
+
 def build_goal(args, goal):
     """Fill the goal message `goal` from --from-png and the flags; raise RequestError."""
     if args.from_png:
@@ -139,6 +160,9 @@ def build_goal(args, goal):
             raise RequestError(f'{args.from_png} holds no "parameters" infotext')
         _init_from_png(args, text)
         request_to_goal(parse_infotext(text), goal)
+        _control_from_png(args, goal)
+    elif args.control:
+        goal.control = [control_unit(spec) for spec in args.control]
     if args.init_image or args.mask:
         from sdxl_ros.ros.image_conversion import numpy_to_image_msg, numpy_to_mono_msg
         if args.init_image:
@@ -172,6 +196,8 @@ def format_progress(feedback, width=24):
         return 'loading models...'
     if feedback.stage == 'init_image':
         return 'waiting for a frame on the init image topic...'
+    if feedback.stage == 'control_image':
+        return 'waiting for a frame on a ControlNet image topic...'
     total = max(1, feedback.total_steps)
     done = min(feedback.step, total)
     filled = round(width * done / total)

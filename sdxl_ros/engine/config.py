@@ -95,6 +95,8 @@ class EngineConfig:
     emphasis) or `none` (literal text); a request may override it.
     lora_dir: folder with the LoRA files `<lora:NAME:WEIGHT>` tags name (NAME.safetensors);
     empty = no LoRAs.
+    controlnet_dir: folder with the ControlNets goals name (before model_dir); empty =
+    model_dir only.
     fault_oom_at_step: test hook; at this 1-based step of every image the engine raises an
     out-of-memory error as torch would (0 = off).
     pad_cond_uncond: A1111's "Pad prompt/negative prompt" option (off there by default): pad
@@ -125,6 +127,7 @@ class EngineConfig:
     prompt_comments: bool = True
     a1111_img2img_steps: bool = True
     embeddings_dir: str = ''
+    controlnet_dir: str = ''
 
     def __post_init__(self):
         """Refuse unknown choices early, with the allowed values."""
@@ -144,7 +147,7 @@ def load_key(config):
     """Return the part of an EngineConfig that fixes the loaded models (limits etc. do not)."""
     return replace(config, limits=Limits(), emphasis='original', lora_dir='',
                    pad_cond_uncond=False, prompt_comments=True, a1111_img2img_steps=True,
-                   embeddings_dir='')
+                   embeddings_dir='', controlnet_dir='')
 
 
 def needs_reload(old, new):

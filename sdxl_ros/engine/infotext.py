@@ -12,7 +12,9 @@ Layout (as AUTOMATIC1111's web UI writes it)::
 Values holding a comma, colon or newline are written as JSON strings, as A1111 does. As in
 A1111, `Refiner:` appears only when a refiner ran (a file without it is re-generated base
 only), `Lora hashes: "name: hash, ..."` lists the LoRAs of the prompt, and `Emphasis: none`
-appears only when emphasis is not the default. Prompts are written verbatim, emphasis and
+appears only when emphasis is not the default, and each ControlNet unit is one
+`ControlNet N: "Module: ..., Model: name [hash], Weight: ..."` entry as the sd-webui-controlnet
+extension writes it (its eleven fields, in its order). Prompts are written verbatim, emphasis and
 LoRA tags included. Pure Python: no torch import.
 """
 
@@ -20,7 +22,7 @@ from dataclasses import replace
 import json
 import re
 
-from sdxl_ros.engine.request import GenerationRequest, RequestError
+from sdxl_ros.engine.request import ControlUnitRequest, GenerationRequest, RequestError
 from sdxl_ros.engine.schedule_types import canonical_schedule_type
 from sdxl_ros.engine.schedulers import parse_sampler_name, SAMPLERS
 
@@ -91,13 +93,14 @@ def sampler_and_schedule_type(sampler_field, schedule_field):
 
 
 def format_infotext(request, seed, base_model_name='', refiner_model_name='', lora_hashes=(),
-                    emphasis='original', ti_hashes=(), pad_conds=False):
+                    emphasis='original', ti_hashes=(), pad_conds=False, control_hashes=()):
     """
     Return the A1111 `parameters` text for one image of `request` generated with `seed`.
 
     `lora_hashes`: [(name, short hash)] of the prompt's LoRAs; `emphasis`: the mode used;
     `pad_conds`: pad_cond_uncond padded the prompt or negative (A1111's `Pad conds: True`).
     `ti_hashes`: [(name, short hash)] of the textual-inversion embeddings the prompts used.
+    `control_hashes`: the short hash of each ControlNet unit's model ('' for a preset).
     """
     parsed = parse_sampler_name(request.scheduler)
     params = [
@@ -132,6 +135,10 @@ def format_infotext(request, seed, base_model_name='', refiner_model_name='', lo
         params.append(('Emphasis', _quote(emphasis.capitalize())))
     if pad_conds:
         params.append(('Pad conds', 'True'))
+    hashes = tuple(control_hashes) + ('',) * len(request.control)
+    for index, unit in enumerate(request.control):
+        params.append((f'ControlNet {index}', _quote(format_control_unit(
+            unit, hashes[index], min(request.width, request.height)))))
     lines = [request.prompt]
     if request.negative_prompt:
         lines.append(f'{_NEGATIVE} {request.negative_prompt}')
@@ -230,6 +237,7 @@ def parse_infotext(text):
                                         defaults.inpaint_full_res_padding),
         emphasis=params.get('Emphasis', '').strip().lower(),
         schedule_type=schedule_type,
+        control=parse_control_units(params),
     )
 
 
@@ -241,3 +249,65 @@ def needs_init_image(text):
 def needs_mask(text):
     """Whether an infotext came from inpainting (it has a `Mask blur`)."""
     return 'Mask blur' in parse_infotext_fields(text)[2]
+
+
+# ---- ControlNet units, as sd-webui-controlnet writes them ----
+_CONTROL_KEY = re.compile(r'ControlNet (\d+)$')
+_MODEL_HASH = re.compile(r'^(.*?)\s*\[[0-9a-fA-F]+\]$')
+
+
+def format_control_unit(unit, model_hash, processor_res):
+    """
+    Return one unit as the extension serialises it: its eleven `Field: value` pairs.
+
+    Values as the extension writes them (floats with a decimal point, Python booleans).
+    Preprocessing runs at the generation size, which the extension calls Pixel Perfect;
+    Processor Res is then the short side. Threshold A/B are canny's thresholds, else -1
+    (the extension's "unset").
+    """
+    canny = unit.module == 'canny'
+    model = f'{unit.model} [{model_hash}]' if model_hash else unit.model
+    fields = (('Module', unit.module), ('Model', model), ('Weight', float(unit.weight)),
+              ('Resize Mode', unit.resize_mode), ('Processor Res', int(processor_res)),
+              ('Threshold A', float(unit.canny_low_threshold) if canny else -1),
+              ('Threshold B', float(unit.canny_high_threshold) if canny else -1),
+              ('Guidance Start', float(unit.guidance_start)),
+              ('Guidance End', float(unit.guidance_end)),
+              ('Pixel Perfect', True), ('Control Mode', unit.control_mode))
+    if unit.control_type:
+        fields += (('Union Control Type', unit.control_type),)
+    return ', '.join(f'{key}: {value}' for key, value in fields)
+
+
+def parse_control_unit(text):
+    """Turn one extension unit string back into a ControlUnitRequest (no image)."""
+    values = {}
+    for item in text.split(','):
+        key, sep, value = item.strip().partition(': ')
+        if not sep:
+            raise RequestError(f'ControlNet infotext entry {item.strip()!r} is not '
+                               '"Field: value"')
+        values[key.strip()] = value.strip()
+    model = values.get('Model', '')
+    match = _MODEL_HASH.match(model)
+    fields = {'Module': 'module', 'Weight': 'weight', 'Resize Mode': 'resize_mode',
+              'Guidance Start': 'guidance_start', 'Guidance End': 'guidance_end',
+              'Control Mode': 'control_mode', 'Union Control Type': 'control_type'}
+    floats = ('weight', 'guidance_start', 'guidance_end')
+    unit = {'model': match.group(1) if match else model}
+    for key, name in fields.items():
+        if key in values:
+            unit[name] = _field(values, key, float, None) if name in floats else values[key]
+    if unit.get('module') == 'canny':
+        for key, name in (('Threshold A', 'canny_low_threshold'),
+                          ('Threshold B', 'canny_high_threshold')):
+            if key in values:
+                unit[name] = _field(values, key, float, None)
+    return ControlUnitRequest(**unit)
+
+
+def parse_control_units(params):
+    """Return the ControlUnitRequests of the `ControlNet N` entries, in N order."""
+    found = sorted((int(m.group(1)), value) for key, value in params.items()
+                   for m in [_CONTROL_KEY.match(key)] if m)
+    return tuple(parse_control_unit(value) for _, value in found)

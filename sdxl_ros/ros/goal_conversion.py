@@ -10,11 +10,14 @@ a running node.
 
 import numpy as np
 
+from sdxl_ros.engine.controlnet_files import request_controlnets
 from sdxl_ros.engine.embedding_files import EmbeddingWidths, request_embeddings
 from sdxl_ros.engine.lora_files import request_loras
 from sdxl_ros.engine.request import (DEFAULT_INPAINT_PADDING, DEFAULT_MASK_BLUR,
                                      GenerationRequest, RequestError, RESIZE_MODES,
                                      validate_request)
+from sdxl_ros.ros.control_units import (control_topics, goal_control_units,
+                                        request_units_to_goal)
 from sdxl_ros.ros.image_conversion import image_msg_to_numpy, mask_msg_to_numpy
 
 
@@ -56,13 +59,15 @@ def stand_in_frame(goal, params):
     return numpy_to_image_msg(np.zeros((max(1, height), max(1, width), 3), np.uint8))
 
 
-def goal_to_request(goal, params, frame=None):
+def goal_to_request(goal, params, frame=None, control_frames=None):
     """
     Fill the zero/empty fields of `goal` from `params` (NodeParameters); not yet validated.
 
     Converts `init_image` and `mask_image` (RequestError naming the field when malformed);
     `frame` is the Image taken from `init_image_topic`, if the goal names one. With an init
-    image, width/height 0 stay 0: validation takes the init image's size.
+    image, width/height 0 stay 0: validation takes the init image's size. `control_frames`
+    {unit index: Image} are the frames of the ControlNet units' image_topics (stand-ins
+    until they came).
     """
     topic = init_topic(goal)
     init = None
@@ -95,6 +100,7 @@ def goal_to_request(goal, params, frame=None):
         inpaint_full_res_padding=int(getattr(goal, 'inpaint_full_res_padding',
                                              DEFAULT_INPAINT_PADDING)),
         schedule_type=getattr(goal, 'schedule_type', '') or params.default_schedule_type,
+        control=goal_control_units(goal, control_frames),
     )
 
 
@@ -107,6 +113,7 @@ def admit_goal(goal, params, lora_target):
     prompts name, so a bad goal never waits in the queue. Raises RequestError with the reason.
     """
     topic = init_topic(goal)
+    control_topics(goal)  # refuses a unit with both or neither of image and image_topic
     frame = stand_in_frame(goal, params) if topic else None
     request = validate_request(goal_to_request(goal, params, frame), params.limits())
     request_loras(request, params.lora_dir, lora_target, with_hash=False,
@@ -115,6 +122,8 @@ def admit_goal(goal, params, lora_target):
               if lora_target is not None else None)
     request_embeddings([request.prompt, request.negative_prompt],
                        params.embeddings_dir, widths, with_hash=False)
+    request_controlnets(request, params.controlnet_dir, params.model_dir,
+                        getattr(lora_target, 'cross_attention_dim', None), with_hash=False)
     return request, topic
 
 
@@ -141,6 +150,7 @@ def request_to_goal(request, goal):
     goal.inpaint_full_res = bool(request.inpaint_full_res)
     goal.inpaint_full_res_padding = int(request.inpaint_full_res_padding)
     goal.schedule_type = request.schedule_type
+    request_units_to_goal(request.control, goal)
     return goal
 
 

@@ -24,11 +24,13 @@ from sdxl_ros.ros.goal_conversion import goal_to_request, progress_to_feedback
 class Admission:
     """One accepted goal until its end: the request or why it is refused, and its stop flag."""
 
-    def __init__(self, request=None, refusal='', init_topic=''):
-        """Hold a validated request (and its init_image_topic), or a refusal message."""
+    def __init__(self, request=None, refusal='', init_topic='', control_topics=()):
+        """Hold a validated request (and its frame topics), or a refusal message."""
         self.request = request
         self.refusal = refusal
         self.init_topic = init_topic
+        #: [(unit index, topic)] of the ControlNet units that take their image from a topic.
+        self.control_topics = list(control_topics)
         self.stop_reason = ''
         self.cancel = threading.Event()
         self.goal_handle = None
@@ -98,8 +100,8 @@ class GoalRunner:
         if goal_handle.is_cancel_requested or admission.stop_reason:
             return self._end_before_run(goal_handle, admission)
         try:
-            if admission.init_topic:
-                ended = self._take_init_frame(goal_handle, admission, params)
+            if admission.init_topic or admission.control_topics:
+                ended = self._take_frames(goal_handle, admission, params)
                 if ended is not None:
                     return ended
             return self._generate(goal_handle, admission, params)
@@ -116,24 +118,41 @@ class GoalRunner:
                     outcome='cancelled')
             return self._abort(goal_handle, str(error))
 
-    def _take_init_frame(self, goal_handle, admission, params):
-        """Wait for the goal's init_image_topic frame; None when it came, else the result."""
-        self._feedback(goal_handle, admission, Progress(stage='init_image'))
-        frame, problem = self._take_frame(
-            admission.init_topic, params.init_image_timeout_sec,
-            lambda: goal_handle.is_cancel_requested or bool(admission.stop_reason))
-        if frame is None and not problem:
-            if goal_handle.is_cancel_requested:
-                goal_handle.canceled()
-                return GenerateImage.Result(
-                    message='cancelled while waiting for the init image; nothing was generated')
-            return self._abort(goal_handle,
-                               f'{admission.stop_reason} while waiting for the init image')
-        if frame is None:
-            return self._abort(goal_handle, f'refused: init_image_topic: {problem}')
+    def _take_frames(self, goal_handle, admission, params):
+        """
+        Take the init_image_topic frame and the ControlNet units' frames, in that order.
+
+        Returns None when all came (the request is validated again with them), else the
+        result of the goal (refused, cancelled or stopped while waiting).
+        """
+        waits = ([('init_image', 'init_image_topic', 'the init image', None,
+                   admission.init_topic)] if admission.init_topic else [])
+        waits += [('control_image', f'control[{index}].image_topic',
+                   f'the control image of unit {index}', index, topic)
+                  for index, topic in admission.control_topics]
+        init_frame, control_frames = None, {}
+        for stage, field, what, index, topic in waits:
+            self._feedback(goal_handle, admission, Progress(stage=stage))
+            frame, problem = self._take_frame(
+                topic, params.init_image_timeout_sec,
+                lambda: goal_handle.is_cancel_requested or bool(admission.stop_reason))
+            if frame is None and not problem:
+                if goal_handle.is_cancel_requested:
+                    goal_handle.canceled()
+                    return GenerateImage.Result(
+                        message=f'cancelled while waiting for {what}; nothing was generated')
+                return self._abort(goal_handle,
+                                   f'{admission.stop_reason} while waiting for {what}')
+            if frame is None:
+                return self._abort(goal_handle, f'refused: {field}: {problem}')
+            if index is None:
+                init_frame = frame
+            else:
+                control_frames[index] = frame
         # A bad frame raises RequestError, which run() turns into a refusal.
         admission.request = validate_request(
-            goal_to_request(goal_handle.request, params, frame), params.limits())
+            goal_to_request(goal_handle.request, params, init_frame, control_frames),
+            params.limits())
         return None
 
     def _generate(self, goal_handle, admission, params):

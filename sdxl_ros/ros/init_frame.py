@@ -30,9 +30,20 @@ def resolved_name(node, topic):
 
 
 def type_problem(node, topic):
-    """Return why `topic` cannot give an Image (it carries another type), or ''."""
+    """
+    Return why `topic` cannot give an Image (it carries another type), or ''.
+
+    The publishers' types are asked for: the topic's listed types also hold the Image type
+    of this node's own subscription while it waits.
+    """
     name = resolved_name(node, topic)
     if name is None:
+        return ''
+    publishers = getattr(node, 'get_publishers_info_by_topic', None)
+    if publishers is not None:
+        types = sorted({info.topic_type for info in publishers(name)})
+        if types and IMAGE_TYPE not in types:
+            return f'{name} carries {", ".join(types)}, not {IMAGE_TYPE}'
         return ''
     for known, types in node.get_topic_names_and_types():
         if known == name and IMAGE_TYPE not in types:

@@ -4,6 +4,7 @@
 
 from pathlib import Path
 
+from sdxl_ros.engine.controlnet_files import list_controlnets as _list_controlnets
 from sdxl_ros.engine.embedding_files import list_embeddings as _list_embeddings
 from sdxl_ros.engine.lora_files import list_loras as _list_loras
 from sdxl_ros.engine.presets import PRESETS
@@ -56,3 +57,8 @@ def list_loras(lora_dir):
 def list_embeddings(embeddings_dir):
     """Return the textual-inversion embedding names in embeddings_dir (used as prompt words)."""
     return _list_embeddings(embeddings_dir)
+
+
+def list_controlnets(controlnet_dir, model_dir):
+    """Return the ControlNet names in controlnet_dir and model_dir, then the presets."""
+    return _list_controlnets(controlnet_dir, model_dir)

@@ -32,6 +32,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sdxl_ros.action import GenerateImage
 from sdxl_ros.engine.engine_slot import check_model_files
 from sdxl_ros.engine.request import RequestError
+from sdxl_ros.ros.control_units import control_topics
 from sdxl_ros.ros.device_fleet import DeviceFleet
 from sdxl_ros.ros.diagnostics import (diagnostics_problem, DiagnosticsTimer, GoalCounters,
                                       Health)
@@ -39,7 +40,8 @@ from sdxl_ros.ros.goal_conversion import admit_goal
 from sdxl_ros.ros.goal_runner import Admission, GoalRunner
 from sdxl_ros.ros.goal_scheduler import GoalScheduler, TICK_SEC
 from sdxl_ros.ros.init_frame import wait_for_frame
-from sdxl_ros.ros.model_listing import list_embeddings, list_loras, list_models
+from sdxl_ros.ros.model_listing import (list_controlnets, list_embeddings, list_loras,
+                                        list_models)
 from sdxl_ros.ros.node_parameters import check_parameters
 from sdxl_ros.ros.parameter_descriptors import declare_parameters, read_parameters
 from sdxl_ros.ros.publishing import Publishing
@@ -224,7 +226,7 @@ class SdxlNode(LifecycleNode):
             request, topic = admit_goal(goal, self._params, self._fleet.lora_target)
         except RequestError as error:
             return Admission(refusal=f'refused: {error}')
-        return Admission(request, init_topic=topic)
+        return Admission(request, init_topic=topic, control_topics=control_topics(goal))
 
     def _on_accepted(self, goal_handle):
         """Admit and queue the goal; it is executed when its turn comes (a refusal at once)."""
@@ -275,6 +277,7 @@ class SdxlNode(LifecycleNode):
         response.base_model, response.refiner_model = params.base_model, params.refiner_model
         response.loras = list_loras(params.lora_dir)
         response.embeddings = list_embeddings(params.embeddings_dir)
+        response.controlnets = list_controlnets(params.controlnet_dir, params.model_dir)
         return response
 
 

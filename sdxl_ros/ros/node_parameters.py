@@ -162,6 +162,13 @@ PARAMETERS = (
                   'A1111 schedule type for goals with an empty schedule_type: '
                   + ', '.join(SCHEDULE_TYPES) + " (empty = Automatic, the sampler's own "
                   'default; a "DPM++ 2M Karras"-style scheduler name sets it too).'),
+    ParameterSpec('controlnet_dir', '',
+                  'Folder with the ControlNets that goals name in control[].model (diffusers '
+                  'folders or .safetensors files; listed by ~/list_models); empty = model_dir '
+                  'only. The presets tiny and tiny-union need no file.'),
+    ParameterSpec('max_control_units', 3,
+                  'Most ControlNet units one goal may use (A1111 shows 3 by default); each '
+                  'unit adds a ControlNet pass per controlled step.', minimum=0, maximum=16),
 )
 
 #: Test hooks: declared only when the process runs under the test harness (node_process.py
@@ -192,7 +199,8 @@ class _ParameterValues:
     def limits(self):
         """Return the request limits goals are validated against."""
         return Limits(min_side=self.min_side, max_side=self.max_side,
-                      max_steps=self.max_steps, max_images=self.max_images)
+                      max_steps=self.max_steps, max_images=self.max_images,
+                      max_control_units=self.max_control_units)
 
     def engine_config(self):
         """Return the engine configuration these values describe."""
@@ -204,7 +212,7 @@ class _ParameterValues:
             fault_oom_at_step=self.fault_oom_at_step, emphasis=self.emphasis,
             lora_dir=self.lora_dir, embeddings_dir=self.embeddings_dir,
             pad_cond_uncond=self.pad_cond_uncond, prompt_comments=self.prompt_comments,
-            a1111_img2img_steps=self.a1111_img2img_steps)
+            a1111_img2img_steps=self.a1111_img2img_steps, controlnet_dir=self.controlnet_dir)
 
     def sizes_to_prepare(self):
         """Return prepare_sizes as (width, height) pairs (ValueError names a bad entry)."""

@@ -14,6 +14,7 @@ import time
 
 from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline
 
+from sdxl_ros.engine.conditioning.controlnet import ControlNetSet
 from sdxl_ros.engine.config import EngineConfig
 from sdxl_ros.engine.errors import (EngineError, GenerationCancelled, ModelLoadError,
                                     OutOfMemory)
@@ -70,6 +71,7 @@ class SdxlEngine:
         self._lora_target = None
         self._loras = None
         self._embeddings = None
+        self._controlnets = None
         self._lock = threading.Lock()
         self._gate = GoalGate()
 
@@ -120,6 +122,11 @@ class SdxlEngine:
     def loras(self):
         """Return the LoraSet applied to the loaded models (None before `load`)."""
         return self._loras
+
+    @property
+    def controlnets(self):
+        """Return the ControlNetSet of the loaded engine (None before `load`)."""
+        return self._controlnets
 
     @property
     def lora_target(self):
@@ -177,6 +184,7 @@ class SdxlEngine:
         self._lora_target = lora_target(models.base, models.refiner)
         self._loras = LoraSet(models.base)
         self._embeddings = EmbeddingSet(embedding_widths(models.base))
+        self._controlnets = ControlNetSet(models.base.unet, device, dtype)
         self._accelerate(models)
         if on_progress:
             on_progress(Progress(stage='loading', elapsed_sec=time.monotonic() - start))
@@ -311,6 +319,7 @@ class SdxlEngine:
         self._lora_target = None
         self._loras = None
         self._embeddings = None
+        self._controlnets = None
         if self._accel is not None:
             self._accel.disable('unloaded')
             self._accel = None

@@ -53,6 +53,8 @@ class Goal:
     plan: Optional[object] = None              # step_plan.StepPlan
     clock: Optional[ProgressClock] = None
     prompts: Optional[object] = None           # prompt_schedule.PromptPlan
+    control_files: List[object] = field(default_factory=list)   # controlnet_files.ControlNetFile
+    control_units: List[object] = field(default_factory=list)   # controlnet.PreparedUnit
     # 2 when the fast path failed inside this goal and it runs again without it.
     attempt: int = 1
     lost_sec: float = 0.0                      # the work the failed attempt threw away

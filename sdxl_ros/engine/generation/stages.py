@@ -4,7 +4,8 @@
 The stages of one goal, in order, as diffusers' pipeline `__call__` numbers its own.
 
 1. check inputs (SdxlEngine.generate: validate the request, resolve the seed -> Goal)
-2. prepare: LoRAs, init image and its latents (A1111's img2img step count), the step plan
+2. prepare: LoRAs, init image and its latents (A1111's img2img step count), the step plan,
+   the ControlNet units
 3. encode the prompts (per UNet: the refiner's embeddings reuse the base's text encoder 2;
    prompt editing, alternation, AND parts, or prompt and negative of different lengths
    also give the stage a guidance around its UNet: prompting/guidance.py)
@@ -15,12 +16,15 @@ The stages of one goal, in order, as diffusers' pipeline `__call__` numbers its 
 
 Stages 3-6 run once per image. Where later features plug in: guidance <= 1 (one UNet pass)
 is decided by the encoders (`uses_guidance`); other schedulers and schedule types come from
-`make_scheduler`/`plan_steps`; a ControlNet adds its inputs to the base call in
-`base_inputs`.
+`make_scheduler`/`plan_steps`; ControlNet units run inside the base call (`denoise`: a
+hook on the base UNet adds their residuals).
 """
 
+import logging
 import time
 
+from sdxl_ros.engine.conditioning.controlnet import controlled
+from sdxl_ros.engine.controlnet_files import request_controlnets
 from sdxl_ros.engine.generation.decoding import decode_latents, encode_image
 from sdxl_ros.engine.generation.goal import ImageSteps
 from sdxl_ros.engine.generation.init_image import prepare_init
@@ -35,6 +39,8 @@ from sdxl_ros.engine.schedulers import make_scheduler
 from sdxl_ros.engine.step_plan import img2img_strength, img2img_switch, plan_steps
 
 import torch
+
+LOG = logging.getLogger(__name__)
 
 
 def run_goal(engine, goal):
@@ -71,6 +77,26 @@ def prepare(engine, goal):
     goal.init_latents = None
     if goal.prepared is not None:
         goal.init_latents = encode_image(models.base.vae, goal.prepared.init, engine.dtype)
+    prepare_control(engine, goal)
+
+
+def prepare_control(engine, goal):
+    """Stage 2: find, load and prepare the goal's ControlNet units (none: unload all)."""
+    request = goal.request
+    if not request.control:
+        engine.controlnets.use([])  # kept while goals use them
+        return
+    unet = engine.models.base.unet
+    goal.control_files = request_controlnets(
+        request, engine.config.controlnet_dir, engine.config.model_dir,
+        engine.lora_target.cross_attention_dim)
+    cfg = request.guidance_scale > 1 and unet.config.time_cond_proj_dim is None
+    goal.control_units = engine.controlnets.prepare(request, goal.control_files, request.width,
+                                                    request.height, cfg)
+    accel = engine.accelerator
+    if goal.control_units and accel is not None and accel.enabled:
+        LOG.info("ControlNet goal: its controlled base steps run eagerly (the fast path's "
+                 'CUDA graphs take no ControlNet residuals)')
 
 
 def handed_strength(request, prepared, a1111_count):
@@ -135,8 +161,10 @@ def denoise(engine, goal, image, generator, role, latents=None):
     prompts = encode_prompts(engine, goal, image, role, pipeline.scheduler.order)    # 3
     with prompts.installed(pipeline.unet):
         if role == 'base':
-            return pipeline(denoising_end=goal.switch if goal.plan.uses_refiner else None,
-                            **base_inputs(goal), **prompts.kwargs, **common).images
+            with controlled(pipeline.unet, goal.control_units,
+                            lambda: image.step / goal.plan.total):
+                return pipeline(denoising_end=goal.switch if goal.plan.uses_refiner else None,
+                                **base_inputs(goal), **prompts.kwargs, **common).images
         return pipeline(image=latents, denoising_start=goal.switch, **prompts.kwargs,
                         **common).images
 
@@ -164,4 +192,5 @@ def package(engine, goal, image, result, picture, seed):
         goal.request, seed, models.base_name,
         models.refiner_name if goal.plan.uses_refiner else '', lora_hashes=goal.lora_hashes,
         emphasis=goal.emphasis, ti_hashes=goal.ti_hashes,
-        pad_conds=any(stage.padded for stage in image.prompts)))
+        pad_conds=any(stage.padded for stage in image.prompts),
+        control_hashes=[f.short_hash for f in goal.control_files]))
