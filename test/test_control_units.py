@@ -107,3 +107,11 @@ def test_a_16_bit_depth_png_becomes_a_16uc1_unit(tmp_path):
     assert np.frombuffer(bytes(unit.image.data), '<u2').tolist() == [800, 0, 3000, 65535]
     assert (unit.guidance_start, unit.guidance_end, unit.model) == (
         pytest.approx(0.1), 0.5, 'tiny')
+
+
+@pytest.mark.parametrize('name', ['../secret', '/etc/passwd', 'a/../../b'])
+def test_a_controlnet_model_name_never_leaves_its_folders(tmp_path, name):
+    """control[].model is a plain name: '..' and absolute paths are refused, nothing is read."""
+    from sdxl_ros.engine.controlnet_files import ControlNetError, find_controlnet
+    with pytest.raises(ControlNetError, match='plain name'):
+        find_controlnet(name, str(tmp_path), '')

@@ -85,9 +85,13 @@ def test_engine_image_equals_stock_pipelines_given_strings(engine):
     common = {'prompt': request.prompt, 'negative_prompt': 'fog',
               'num_inference_steps': request.steps, 'guidance_scale': request.guidance_scale,
               'generator': generator, 'output_type': 'latent'}
-    from diffusers import EulerDiscreteScheduler
-    base.scheduler = EulerDiscreteScheduler.from_config(base.scheduler.config)
-    refiner.scheduler = EulerDiscreteScheduler.from_config(refiner.scheduler.config)
+    # The engine's own scheduler objects (A1111's Euler with its Automatic schedule type): the
+    # prompt path is what this test compares, not the schedule.
+    from sdxl_ros.engine.schedulers import make_scheduler
+    base.scheduler = make_scheduler(request.scheduler, engine.scheduler_configs['base'],
+                                    request.schedule_type)
+    refiner.scheduler = make_scheduler(request.scheduler, engine.scheduler_configs['refiner'],
+                                       request.schedule_type)
     latents = base(width=64, height=64, denoising_end=0.8, **common).images
     latents = refiner(image=latents, denoising_start=0.8, **common).images
     from sdxl_ros.engine.generation.decoding import decode_latents

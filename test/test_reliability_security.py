@@ -26,7 +26,11 @@ GOAL_FIELDS = {'prompt', 'negative_prompt', 'width', 'height', 'steps', 'guidanc
                'mask_image', 'mask_blur', 'inpaint_full_res', 'inpaint_full_res_padding',
                'omit_result_images',
                # a name looked up in a fixed table (schedule_types.SCHEDULE_TYPES), never a file
-               'schedule_type'}
+               'schedule_type',
+               # ControlNet units: pictures in the message or a topic name; `model` is a plain
+               # name inside controlnet_dir/model_dir ('..' and absolute paths are refused by
+               # controlnet_files.find_controlnet, tested in test_control_units)
+               'control'}
 NODE_FILE_NAME = re.compile(r'^\d{8}-\d{6}-\d{3}-\d+-\d+\.png$')
 
 

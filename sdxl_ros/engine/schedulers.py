@@ -194,6 +194,10 @@ def _exact_lms_class():
             antiderivative = basis.integ()
             return float(antiderivative(sigmas[t + 1]) - antiderivative(sigmas[t]))
 
+    # Saved pipelines name diffusers' class (see _scheduled_class).
+    ExactLMSDiscreteScheduler.__name__ = LMSDiscreteScheduler.__name__
+    ExactLMSDiscreteScheduler.__qualname__ = LMSDiscreteScheduler.__qualname__
+    ExactLMSDiscreteScheduler.__module__ = LMSDiscreteScheduler.__module__
     _EXACT_LMS = ExactLMSDiscreteScheduler
     return _EXACT_LMS
 
@@ -315,7 +319,10 @@ def _scheduled_class(cls, route):
                                                         _train_sigmas(self))
                     num_inference_steps = None
                 super().set_timesteps(num_inference_steps, device, *args, **kwargs)
+    # Named as diffusers' own class, so a pipeline saved with it (save_pretrained records the
+    # scheduler's module and class) is a plain diffusers pipeline that loads anywhere.
     Scheduled.__name__ = Scheduled.__qualname__ = cls.__name__
+    Scheduled.__module__ = cls.__module__
     _SCHEDULED[key] = Scheduled
     return Scheduled
 
