@@ -37,7 +37,8 @@ def depth_frame(size):
 def run(args):
     """Time the configurations; return the result dictionary."""
     from sdxl_ros.engine import EngineConfig, SdxlEngine
-    from sdxl_ros.engine.request import ControlUnitRequest, GenerationRequest, Limits
+    from sdxl_ros.engine.control_request import ControlUnitRequest
+    from sdxl_ros.engine.request import GenerationRequest, Limits
     engine = SdxlEngine(EngineConfig(
         base_model=args.preset, refiner_model=args.preset, device=args.device,
         controlnet_dir=args.controlnet_dir, limits=Limits(min_side=64, max_side=4096)))

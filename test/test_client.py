@@ -11,7 +11,8 @@ import pytest
 
 from ros_harness import client_executable, over_the_wire, wait_for
 from sdxl_ros.action import GenerateImage
-from sdxl_ros.client.sdxl_generate import (action_name, build_goal, build_parser, format_progress,
+from sdxl_ros.client.goal_from_args import build_goal
+from sdxl_ros.client.sdxl_generate import (action_name, build_parser, format_progress,
                                            infotext_for_seed)
 from sdxl_ros.engine.png_io import output_paths, read_png_parameters, save_png
 from sdxl_ros.engine.request import RequestError

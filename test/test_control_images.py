@@ -10,9 +10,9 @@ import pytest
 
 from sdxl_ros.engine.control_images import (ControlImageError, depth_metric_map,
                                             opencv_problem, preprocess)
+from sdxl_ros.engine.control_request import ControlUnitRequest
 from sdxl_ros.engine.infotext import format_infotext, parse_infotext
-from sdxl_ros.engine.request import (ControlUnitRequest, GenerationRequest, Limits,
-                                     RequestError, validate_request)
+from sdxl_ros.engine.request import GenerationRequest, Limits, RequestError, validate_request
 
 HAVE_CV2 = importlib.util.find_spec('cv2') is not None
 

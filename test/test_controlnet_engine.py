@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from sdxl_ros.engine.conditioning.controlnet import control_map, ControlHook
+from sdxl_ros.engine.control_request import ControlUnitRequest
 from sdxl_ros.engine.controlnet_files import ControlNetError
 from sdxl_ros.engine.infotext import parse_infotext
-from sdxl_ros.engine.request import ControlUnitRequest, validate_request
+from sdxl_ros.engine.request import validate_request
 
 
 @pytest.fixture(scope='module')

@@ -24,7 +24,7 @@ HEAVY = ('torch', 'diffusers', 'transformers')
 # The engine's torch rooms: sub-packages of sdxl_ros/engine.
 TORCH_ROOMS = ('conditioning', 'fast_path', 'generation', 'models', 'prompting')
 # Function-local heavy imports that stay, each a feature check of a newer library.
-LAZY_ON_PURPOSE = {('generation/engine.py', 'diffusers.hooks'),
+LAZY_ON_PURPOSE = {('generation/placement.py', 'diffusers.hooks'),
                    ('fast_path/torch_internals.py', 'torch._dynamo.config'),
                    ('fast_path/torch_internals.py', 'torch._inductor.config')}
 ROS_MODULE_PREFIXES = ('rclpy', 'rcl_interfaces', 'sensor_msgs', 'lifecycle_msgs',

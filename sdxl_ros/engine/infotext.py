@@ -22,7 +22,8 @@ from dataclasses import replace
 import json
 import re
 
-from sdxl_ros.engine.request import ControlUnitRequest, GenerationRequest, RequestError
+from sdxl_ros.engine.control_request import ControlUnitRequest
+from sdxl_ros.engine.request import GenerationRequest, RequestError
 from sdxl_ros.engine.schedule_types import canonical_schedule_type
 from sdxl_ros.engine.schedulers import parse_sampler_name, SAMPLERS
 

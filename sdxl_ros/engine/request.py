@@ -9,13 +9,14 @@ normalised request, or raises `RequestError` with a message a user can act on.
 """
 
 from dataclasses import dataclass, field, replace
-import math
 import re
 from typing import Optional
 
 import numpy as np
 
+from sdxl_ros.engine.control_request import validate_control_units
 from sdxl_ros.engine.prompt_parser import extract_loras, PromptSyntaxError, strip_comments
+from sdxl_ros.engine.request_checks import check_float, check_int, RequestError
 from sdxl_ros.engine.schedule_types import ScheduleError
 from sdxl_ros.engine.schedulers import (parse_sampler_name, schedule_problem,
                                         unknown_sampler_message)
@@ -44,10 +45,6 @@ EMPHASIS_MODES = ('original', 'none')
 # Control characters other than tab and newline (C0, DEL, C1). They are removed from prompts
 # rather than refused: they are invisible, come from copy-paste, and CLIP ignores them anyway.
 _CONTROL_CHARS = re.compile('[\x00-\x08\x0b-\x1f\x7f-\x9f]')
-
-
-class RequestError(ValueError):
-    """A request field is out of range; the message says which and what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -117,31 +114,9 @@ def _clean_text(text, field, limits):
     return text
 
 
-def _check_int(value, field):
-    """Refuse non-integers (bool included) with a readable message."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(f'{field} must be an integer, got {value!r}')
-    return value
-
-
-def _check_float(value, field):
-    """
-    Refuse non-numbers and NaN/inf; round to float32 precision.
-
-    Goal fields arrive as float32 through ROS (0.8 becomes 0.800000011920929); keeping 7
-    significant digits, float32's precision, gives back the 0.8 the user typed.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RequestError(f'{field} must be a number, got {value!r}')
-    value = float(value)
-    if not math.isfinite(value):
-        raise RequestError(f'{field} must be a finite number, got {value}')
-    return float(f'{value:.7g}')
-
-
 def _check_side(value, field, limits):
     """Check that an image side is a multiple of 8 within the limits."""
-    _check_int(value, field)
+    check_int(value, field)
     if not limits.min_side <= value <= limits.max_side:
         raise RequestError(
             f'{field} {value} is out of range: use {limits.min_side}..{limits.max_side} pixels')
@@ -193,7 +168,7 @@ def _check_image(value, field, channels):
 
 def _check_init_fields(request, steps):
     """Validate the img2img/inpainting fields; return the changes for `replace`."""
-    strength = _check_float(request.denoising_strength, 'denoising_strength')
+    strength = check_float(request.denoising_strength, 'denoising_strength')
     if not 0.0 < strength <= 1.0:
         raise RequestError(
             f'denoising_strength {strength} is out of range: use a fraction in (0, 1] '
@@ -203,10 +178,10 @@ def _check_init_fields(request, steps):
         raise RequestError(f'unknown resize_mode {request.resize_mode!r}: use one of '
                            + ', '.join(m.lower() for m in RESIZE_MODES))
     resize_mode = canonical_resize_mode(request.resize_mode)
-    blur = _check_int(request.mask_blur, 'mask_blur')
+    blur = check_int(request.mask_blur, 'mask_blur')
     if not 0 <= blur <= MAX_MASK_BLUR:
         raise RequestError(f'mask_blur {blur} is out of range: use 0..{MAX_MASK_BLUR} pixels')
-    padding = _check_int(request.inpaint_full_res_padding, 'inpaint_full_res_padding')
+    padding = check_int(request.inpaint_full_res_padding, 'inpaint_full_res_padding')
     if not 0 <= padding <= MAX_INPAINT_PADDING:
         raise RequestError(f'inpaint_full_res_padding {padding} is out of range: use '
                            f'0..{MAX_INPAINT_PADDING} pixels')
@@ -287,7 +262,7 @@ def validate_request(request, limits=None):
     prompt = _clean_text(request.prompt, 'prompt', limits)
     negative = _clean_text(request.negative_prompt, 'negative_prompt', limits)
     _check_prompt_tags(prompt, negative)
-    steps = _check_int(request.steps, 'steps')
+    steps = check_int(request.steps, 'steps')
     if not 1 <= steps <= limits.max_steps:
         raise RequestError(f'steps {steps} is out of range: use 1..{limits.max_steps}')
     init_changes = _check_init_fields(request, steps)
@@ -298,21 +273,21 @@ def validate_request(request, limits=None):
         width, height = width or fitted[0], height or fitted[1]
     width = _check_side(width, 'width', limits)
     height = _check_side(height, 'height', limits)
-    guidance = _check_float(request.guidance_scale, 'guidance_scale')
+    guidance = check_float(request.guidance_scale, 'guidance_scale')
     if not MIN_GUIDANCE <= guidance <= MAX_GUIDANCE:
         raise RequestError(
             f'guidance_scale {guidance} is out of range: use {MIN_GUIDANCE:g}..{MAX_GUIDANCE:g}'
             ' (1 or less turns guidance off, as few-step models want; 5-9 is usual)')
-    switch = _check_float(request.refiner_switch, 'refiner_switch')
+    switch = check_float(request.refiner_switch, 'refiner_switch')
     if not 0.0 < switch <= 1.0:
         raise RequestError(
             f'refiner_switch {switch} is out of range: use a fraction in (0, 1] '
             '(0.8 = base does 80% of the steps; 1 = base only)')
-    num_images = _check_int(request.num_images, 'num_images')
+    num_images = check_int(request.num_images, 'num_images')
     if not 1 <= num_images <= limits.max_images:
         raise RequestError(
             f'num_images {num_images} is out of range: use 1..{limits.max_images}')
-    seed = _check_int(request.seed, 'seed')
+    seed = check_int(request.seed, 'seed')
     if seed != -1:
         if not 0 <= seed < SEED_LIMIT:
             raise RequestError(
@@ -330,100 +305,3 @@ def validate_request(request, limits=None):
         steps=steps, guidance_scale=guidance, refiner_switch=switch, seed=seed,
         scheduler=scheduler, schedule_type=schedule_type, num_images=num_images,
         **init_changes, control=validate_control_units(request.control, limits))
-
-
-# ---- ControlNet units (A1111's ControlNet extension: its names, defaults and ranges) ----
-
-#: Control modes, resize modes and union control types by the extension's labels.
-CONTROL_MODES = ('Balanced', 'My prompt is more important', 'ControlNet is more important')
-CONTROL_RESIZE_MODES = ('Just Resize', 'Crop and Resize', 'Resize and Fill')
-#: xinsir's union ControlNet types, in the order of their control_mode index.
-UNION_CONTROL_TYPES = ('OpenPose', 'Depth', 'Soft Edge', 'Hard Edge', 'Normal Map',
-                       'Segmentation')
-MAX_CONTROL_WEIGHT = 2.0
-
-
-@dataclass(frozen=True)
-class ControlUnitRequest:
-    """One ControlNet unit; field meanings follow msg/ControlUnit.msg (extension defaults)."""
-
-    model: str
-    #: uint8 HxWx3 RGB picture, or for depth_metric a HxW uint16 (mm) / float32 (m) frame.
-    image: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
-    module: str = 'none'
-    weight: float = 1.0
-    guidance_start: float = 0.0
-    guidance_end: float = 1.0
-    control_mode: str = CONTROL_MODES[0]
-    resize_mode: str = CONTROL_RESIZE_MODES[1]
-    control_type: str = ''
-    canny_low_threshold: float = 100.0
-    canny_high_threshold: float = 200.0
-
-
-def _label(value, labels, field):
-    """Return the label of `labels` that `value` names (case and spacing ignored)."""
-    key = ' '.join(str(value).lower().split())
-    for label in labels:
-        if label.lower() == key:
-            return label
-    raise RequestError(f'unknown {field} {value!r}: use one of ' + ', '.join(labels))
-
-
-def validate_control_unit(unit, index):
-    """Check one ControlUnitRequest; return it normalised (labels, float32 rounding)."""
-    from sdxl_ros.engine.control_images import (CANNY_RANGE, image_problem, MODULES,
-                                                opencv_problem)
-    name = f'control[{index}]'
-    if not isinstance(unit, ControlUnitRequest):
-        raise RequestError(f'{name} must be a ControlUnitRequest, got {type(unit).__name__}')
-    model = unit.model.strip() if isinstance(unit.model, str) else ''
-    if not model:
-        raise RequestError(f'{name}.model is empty: name a ControlNet (see ~/list_models)')
-    module = (unit.module or 'none').strip().lower()
-    if module not in MODULES:
-        raise RequestError(f'{name}.module {unit.module!r} is unknown: use one of '
-                           + ', '.join(MODULES))
-    if module == 'canny' and opencv_problem():
-        raise RequestError(f'{name}: {opencv_problem()}')
-    weight = _check_float(unit.weight, f'{name}.weight')
-    if not 0.0 <= weight <= MAX_CONTROL_WEIGHT:
-        raise RequestError(f'{name}.weight {weight} is out of range: use 0..'
-                           f'{MAX_CONTROL_WEIGHT:g} (1 = full strength, 0 = no effect)')
-    start = _check_float(unit.guidance_start, f'{name}.guidance_start')
-    end = _check_float(unit.guidance_end, f'{name}.guidance_end')
-    if not 0.0 <= start < end <= 1.0:
-        raise RequestError(
-            f'{name}: guidance_start {start} and guidance_end {end} must satisfy '
-            '0 <= start < end <= 1 (fractions of the steps where control applies)')
-    low = _check_float(unit.canny_low_threshold, f'{name}.canny_low_threshold')
-    high = _check_float(unit.canny_high_threshold, f'{name}.canny_high_threshold')
-    if module == 'canny' and not CANNY_RANGE[0] <= low <= high <= CANNY_RANGE[1]:
-        raise RequestError(f'{name}: canny thresholds low {low:g}, high {high:g} must '
-                           f'satisfy {CANNY_RANGE[0]:g} <= low <= high <= {CANNY_RANGE[1]:g}')
-    control_type = ''
-    if unit.control_type:
-        control_type = _label(unit.control_type, UNION_CONTROL_TYPES,
-                              f'{name}.control_type')
-    if unit.image is None:
-        raise RequestError(f'{name} has no image: set image or image_topic')
-    problem = image_problem(module, unit.image)
-    if problem:
-        raise RequestError(f'{name}: {problem}')
-    return replace(
-        unit, model=model, module=module, weight=weight, guidance_start=start,
-        guidance_end=end, canny_low_threshold=low, canny_high_threshold=high,
-        control_type=control_type,
-        control_mode=_label(unit.control_mode or CONTROL_MODES[0], CONTROL_MODES,
-                            f'{name}.control_mode'),
-        resize_mode=_label(unit.resize_mode or CONTROL_RESIZE_MODES[1],
-                           CONTROL_RESIZE_MODES, f'{name}.resize_mode'))
-
-
-def validate_control_units(units, limits):
-    """Check the ControlNet units of a request against `limits`; return them as a tuple."""
-    units = tuple(units or ())
-    if len(units) > limits.max_control_units:
-        raise RequestError(f'{len(units)} ControlNet units given; at most '
-                           f'{limits.max_control_units} are allowed (max_control_units)')
-    return tuple(validate_control_unit(unit, index) for index, unit in enumerate(units))

@@ -13,7 +13,8 @@ message's byte order.
 import numpy as np
 
 from sdxl_ros.engine.control_images import DEPTH_FRAME_MODULES
-from sdxl_ros.engine.request import ControlUnitRequest, RequestError
+from sdxl_ros.engine.control_request import ControlUnitRequest
+from sdxl_ros.engine.request import RequestError
 from sdxl_ros.ros.image_conversion import image_msg_to_numpy
 
 #: Depth encodings: numpy dtype (little-endian form) of one pixel.

@@ -37,9 +37,9 @@ import numpy as np
 from PIL import Image
 
 from sdxl_ros.engine.control_images import canny_map, preprocess, to_rgb
+from sdxl_ros.engine.control_request import CONTROL_MODES, UNION_CONTROL_TYPES
 from sdxl_ros.engine.controlnet_files import MODULE_TYPES
 from sdxl_ros.engine.errors import ModelLoadError
-from sdxl_ros.engine.request import CONTROL_MODES, UNION_CONTROL_TYPES
 
 import torch
 

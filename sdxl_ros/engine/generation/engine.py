@@ -23,11 +23,10 @@ from sdxl_ros.engine.fast_path.applying import accelerate_pipelines
 from sdxl_ros.engine.fast_path.decision import precision_problem, probe_facts
 from sdxl_ros.engine.fast_path.preparation import BackgroundPreparer, GoalGate
 from sdxl_ros.engine.fast_path.switching import switch_off
-from sdxl_ros.engine.generation.decoding import vae_needs_fp32
 from sdxl_ros.engine.generation.goal import Cancelled, Goal
-from sdxl_ros.engine.generation.memory import (activation_bytes, cuda_memory, host_memory,
-                                               MemoryReport, module_bytes,
+from sdxl_ros.engine.generation.memory import (estimate_bytes, memory_report,
                                                release_cached_memory, usable_device_bytes)
+from sdxl_ros.engine.generation.placement import enter_stage, place_models
 from sdxl_ros.engine.generation.stages import run_goal
 from sdxl_ros.engine.lora_files import request_loras
 from sdxl_ros.engine.models.loading import load_models
@@ -36,8 +35,7 @@ from sdxl_ros.engine.prompt_parser import read_prompts
 from sdxl_ros.engine.prompting.embeddings import embedding_widths, EmbeddingSet, matched_names
 from sdxl_ros.engine.prompting.lora import lora_target, LoraSet
 from sdxl_ros.engine.request import SEED_LIMIT, validate_request
-from sdxl_ros.engine.torch_features import (group_offloading_problem, library_problem,
-                                            out_of_memory_errors)
+from sdxl_ros.engine.torch_features import library_problem, out_of_memory_errors
 
 import torch
 
@@ -176,7 +174,8 @@ class SdxlEngine:
         for pipeline in (models.base, models.refiner):
             if pipeline is not None:
                 pipeline.set_progress_bar_config(disable=True)
-        self._place(models)
+        place_models(models, self.config.memory_mode, self._device, self._dtype,
+                     self.config.vae_tiling)
         self._scheduler_configs = {
             'base': dict(models.base.scheduler.config),
             'refiner': dict(models.refiner.scheduler.config) if models.refiner else None}
@@ -240,53 +239,9 @@ class SdxlEngine:
         """Return the fast path's Accelerator (what it applied, its timings), or None."""
         return self._accel
 
-    def _place(self, models):
-        """Put the models where the memory mode wants them; upcast an fp16-unsafe VAE."""
-        base, refiner = models.base, models.refiner
-        mode = self.config.memory_mode
-        if vae_needs_fp32(base.vae, self._dtype):
-            # Kept in fp32 for good (~170 MB): decoding fp16 SDXL latents overflows otherwise.
-            base.vae.to(torch.float32)
-        if self.config.vae_tiling:
-            base.vae.enable_tiling()
-        cuda = self._device.type == 'cuda'
-        if mode == 'resident' or not cuda:
-            base.to(self._device)
-            if refiner is not None:
-                refiner.to(self._device)
-            return
-        # Offloaded modes keep the small VAE resident: it makes the pipelines' device the GPU.
-        base.vae.to(self._device)
-        if mode == 'model_offload':
-            base.text_encoder.to(self._device)
-            base.text_encoder_2.to(self._device)
-            return
-        modules = [base.text_encoder, base.text_encoder_2, base.unet]
-        if refiner is not None:
-            modules.append(refiner.unet)
-        problem = group_offloading_problem()
-        if problem:
-            raise ModelLoadError(f'memory_mode sequential_offload needs {problem}; use '
-                                 'model_offload or resident')
-        # Lazy on purpose: diffusers.hooks is newer than some supported diffusers, and only
-        # this memory mode needs it.
-        from diffusers.hooks import apply_group_offloading
-        for module in modules:
-            apply_group_offloading(module, onload_device=self._device,
-                                   offload_device=torch.device('cpu'),
-                                   offload_type='leaf_level')
-
     def enter_stage(self, stage):
         """In model_offload mode, keep only the UNet of `stage` on the GPU."""
-        if self.config.memory_mode != 'model_offload' or self._device.type != 'cuda':
-            return
-        base, refiner = self._models.base, self._models.refiner
-        active = base.unet if stage == 'base' else refiner.unet
-        idle = refiner.unet if (stage == 'base' and refiner is not None) else (
-            base.unet if stage == 'refiner' else None)
-        if idle is not None:
-            idle.to(torch.device('cpu'))
-        active.to(self._device)
+        enter_stage(self._models, stage, self.config.memory_mode, self._device)
 
     def pipeline(self, kind, role):
         """
@@ -328,48 +283,16 @@ class SdxlEngine:
     # ------------------------------------------------------------------ memory
     def estimate_memory_bytes(self, request):
         """Rough peak device bytes to generate `request` (weights resident + activations)."""
-        return self._estimate_bytes(self._models, request.width, request.height)
-
-    def _estimate_bytes(self, models, width, height, weights_too=True):
-        """Estimate for one width x height image of `models` (activations only, or + weights)."""
-        if models is None:
+        if self._models is None:
             raise EngineError('models are not loaded: call load() first')
-        base, refiner = models.base, models.refiner
-        modules = [base.vae, base.text_encoder, base.text_encoder_2]
-        unets = [base.unet] + ([refiner.unet] if refiner is not None else [])
-        mode = self.config.memory_mode
-        if mode == 'resident' or self._device.type != 'cuda':
-            weights = module_bytes(modules + unets)
-        elif mode == 'model_offload':
-            weights = module_bytes(modules) + max(module_bytes([u]) for u in unets)
-        else:
-            weights = module_bytes([base.vae])
-        scale = base.unet.config.block_out_channels[0] / 320
-        itemsize = 2 if self._dtype is not None and self._dtype.itemsize == 2 else 4
-        tile = getattr(base.vae.config, 'sample_size', 1024) or 1024
-        tile = int(tile[0] if isinstance(tile, (list, tuple)) else tile)
-        activations = activation_bytes(width, height, itemsize, self.config.vae_tiling, scale,
-                                       tile * tile)
-        return int((weights if weights_too else 0) + activations)
+        return estimate_bytes(self._models, request.width, request.height,
+                              self.config.memory_mode, self._device, self._dtype,
+                              self.config.vae_tiling)
 
     def memory_report(self, width, height):
-        """
-        Return a MemoryReport of the device, with the estimate for one width x height image.
-
-        Safe to call while another thread generates: it only reads. Before `load` the device
-        is not known yet and only its configured name is reported.
-        """
-        models, device = self._models, self._device
-        if models is None or device is None:
-            return MemoryReport(device=self.config.device)
-        if device.type == 'cuda':
-            used, free, total = cuda_memory(device)
-            return MemoryReport(str(device), used, free, total,
-                                self._estimate_bytes(models, width, height),
-                                usable_device_bytes(device))
-        used, free, total = host_memory()
-        return MemoryReport(str(device), used, free, total,
-                            self._estimate_bytes(models, width, height, weights_too=False), free)
+        """Return a MemoryReport of the device; only reads, so safe while generating."""
+        return memory_report(self._models, self._device, self._dtype, self.config, width,
+                             height)
 
     def usable_memory_bytes(self):
         """Bytes a generation may use on the GPU (compare with estimate_memory_bytes)."""

@@ -113,3 +113,50 @@ def release_cached_memory():
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def estimate_bytes(models, width, height, memory_mode, device, dtype, vae_tiling,
+                   weights_too=True):
+    """
+    Rough peak bytes for one width x height image of `models` (activations, plus weights).
+
+    Weights count what `memory_mode` keeps on the device at once; off CUDA every weight is
+    resident.
+    """
+    base, refiner = models.base, models.refiner
+    modules = [base.vae, base.text_encoder, base.text_encoder_2]
+    unets = [base.unet] + ([refiner.unet] if refiner is not None else [])
+    if memory_mode == 'resident' or device.type != 'cuda':
+        weights = module_bytes(modules + unets)
+    elif memory_mode == 'model_offload':
+        weights = module_bytes(modules) + max(module_bytes([u]) for u in unets)
+    else:
+        weights = module_bytes([base.vae])
+    scale = base.unet.config.block_out_channels[0] / 320
+    itemsize = 2 if dtype is not None and dtype.itemsize == 2 else 4
+    tile = getattr(base.vae.config, 'sample_size', 1024) or 1024
+    tile = int(tile[0] if isinstance(tile, (list, tuple)) else tile)
+    activations = activation_bytes(width, height, itemsize, vae_tiling, scale, tile * tile)
+    return int((weights if weights_too else 0) + activations)
+
+
+def memory_report(models, device, dtype, config, width, height):
+    """
+    Return a MemoryReport of `device` with the estimate for one width x height image.
+
+    Before the models load the device is not known yet and only the configured name
+    (`config.device`) is reported.
+    """
+    if models is None or device is None:
+        return MemoryReport(device=config.device)
+
+    def estimate(weights_too):
+        return estimate_bytes(models, width, height, config.memory_mode, device, dtype,
+                              config.vae_tiling, weights_too)
+
+    if device.type == 'cuda':
+        used, free, total = cuda_memory(device)
+        return MemoryReport(str(device), used, free, total, estimate(True),
+                            usable_device_bytes(device))
+    used, free, total = host_memory()
+    return MemoryReport(str(device), used, free, total, estimate(False), free)
