@@ -33,12 +33,26 @@ for _path in (ROOT, os.path.join(ROOT, 'test')):
 PROMPT = 'a photo of an astronaut riding a horse on the moon, highly detailed'
 SEED = 1234
 ALL_PHASES = ('env', 'attention', 'stock_eager', 'stock_best', 'ours', 'new_size', 'fp8',
-              'kernels', 'restart', 'memory', 'checkpoint')
+              'kernels', 'restart', 'memory', 'checkpoint', 'signatures')
 # Stock tunings a skilled user takes from diffusers' and PyTorch's docs, each on top of fused
 # QKV, channels_last and fp16 VAE decode; 'stock best' is the fastest of those that ran.
 STOCK_VARIANTS = ('compile_default', 'compile_reduce_overhead', 'compile_repeated_blocks')
 NEW_SIZE = (1152, 896)
 # SDXL's attention shapes at 1024x1024 with CFG (batch, heads, queries, keys, head dim).
+# Goal kinds of the `signatures` phase: the prepare_variants entry that serves each, and what
+# its request changes. The few-step kinds meet the nocfg signature (timesteps are inputs).
+SIGNATURE_KINDS = {
+    'cfg': ('cfg', {}),
+    'nocfg': ('nocfg', {'guidance_scale': 1.0}),
+    'nocfg_lcm4': ('nocfg', {'guidance_scale': 1.0, 'scheduler': 'LCM', 'steps': 4}),
+    'nocfg_trailing4': ('nocfg', {'guidance_scale': 1.0, 'schedule_type': 'SGM Uniform',
+                                  'steps': 4}),
+    'cfg_154': ('cfg:154', {'prompt': PROMPT + ' BREAK earth in the sky, stars',
+                            'negative_prompt': 'blurry BREAK low resolution'}),
+    'cfg_231': ('cfg:231', {'prompt': PROMPT + ' BREAK earth in the sky BREAK stars',
+                            'negative_prompt': 'blurry BREAK low resolution BREAK noise'}),
+    'img2img': ('cfg', {'denoising_strength': 0.6}),
+}
 ATTENTION_SHAPES = {'base_64x64_self': (2, 10, 4096, 4096, 64),
                     'base_32x32_self': (2, 20, 1024, 1024, 64),
                     'base_32x32_cross': (2, 20, 1024, 77, 64)}
@@ -77,6 +91,11 @@ def parse_args(argv=None):
                         'space-separated NAME=VALUE AccelerationConfig fields (Python literals)')
     parser.add_argument('--profile-restart', action='store_true',
                         help='also profile one restart (cProfile; slower, not timed)')
+    parser.add_argument('--signature-kinds', default=','.join(SIGNATURE_KINDS),
+                        help='signatures phase: goal kinds, of: ' + ', '.join(SIGNATURE_KINDS))
+    parser.add_argument('--signature-stock', default='',
+                        help="signatures phase: the stock tuning to compare with ('eager' = "
+                             "no compile; default: stock_best's fastest, else compile_default)")
     parser.add_argument('--child-restart', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--child-profile', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--child-accel', default='', help=argparse.SUPPRESS)
@@ -330,8 +349,8 @@ def phase_stock_eager(args, state):
     return figures
 
 
-def _stock_variant(args, state, variant):
-    """Fresh stock pipelines tuned as `variant`; first image, median, loop-only, components."""
+def _tuned_stock(args, variant):
+    """Fresh stock pipelines tuned as `variant` ('eager': the tuning without a compile)."""
     import torch
     os.environ['TORCHINDUCTOR_CACHE_DIR'] = os.path.join(args.work_dir, 'cache_stock_' + variant)
     torch._dynamo.reset()
@@ -350,12 +369,18 @@ def _stock_variant(args, state, variant):
         tuning.append('compile_repeated_blocks(unet x2: %s; fullgraph), vae.decode'
                       % ','.join(base.unet._repeated_blocks))
         base.vae.decode = torch.compile(base.vae.decode, fullgraph=True)
-    else:
+    elif variant != 'eager':
         mode = 'reduce-overhead' if variant == 'compile_reduce_overhead' else 'default'
         base.unet = torch.compile(base.unet, fullgraph=True, mode=mode)
         refiner.unet = torch.compile(refiner.unet, fullgraph=True, mode=mode)
         base.vae.decode = torch.compile(base.vae.decode, fullgraph=True, mode=mode)
         tuning.append(f'torch.compile(unet x2, vae.decode; mode {mode}, fullgraph)')
+    return base, refiner, tuning
+
+
+def _stock_variant(args, state, variant):
+    """Fresh stock pipelines tuned as `variant`; first image, median, loop-only, components."""
+    base, refiner, tuning = _tuned_stock(args, variant)
     first, image, figures = time_images(lambda: stock_image(args, base, refiner), args.images)
     figures['tuning'] = tuning
 
@@ -943,11 +968,141 @@ def write_partial(args, state):
     return results
 
 
+# ------------------------------------------------------------------------ signatures
+def _kind_request(args, fields):
+    """Return the benchmark request changed as a goal kind says (img2img: an init image)."""
+    import dataclasses
+    import numpy as np
+    fields = dict(fields)
+    if 'denoising_strength' in fields:
+        rng = np.random.default_rng(SEED)
+        small = rng.integers(0, 256, (args.size // 64, args.size // 64, 3), dtype=np.uint8)
+        fields['init_image'] = np.kron(small, np.ones((64, 64, 1), dtype=np.uint8))
+    return dataclasses.replace(make_request(args), **fields)
+
+
+def _stock_kind_image(args, base, refiner, request):
+    """One stock image for a goal kind, the prompt given as the engine's embeddings."""
+    import torch
+    from diffusers import (EulerDiscreteScheduler, LCMScheduler,
+                           StableDiffusionXLImg2ImgPipeline)
+    from sdxl_ros.engine.prompting.encoding import encode_base, encode_refiner
+    device = torch.device(args.device)
+    with torch.no_grad():  # long prompts: stock diffusers would cut them at 77 tokens
+        embeds = encode_base(base, request.prompt, request.negative_prompt,
+                             request.guidance_scale, device)
+        refined = encode_refiner(base, refiner, embeds, request.prompt,
+                                 request.negative_prompt, request.guidance_scale, device)
+    scheduler = EulerDiscreteScheduler.from_config(base.scheduler.config)
+    if request.scheduler == 'LCM':
+        scheduler = LCMScheduler.from_config(base.scheduler.config)
+    elif request.schedule_type == 'SGM Uniform':
+        scheduler = EulerDiscreteScheduler.from_config(base.scheduler.config,
+                                                       timestep_spacing='trailing')
+    common = {'num_inference_steps': request.steps, 'guidance_scale': request.guidance_scale,
+              'generator': torch.Generator('cpu').manual_seed(SEED)}
+    if request.init_image is not None:
+        pipe = StableDiffusionXLImg2ImgPipeline.from_pipe(base, scheduler=scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        latents = pipe(image=request.init_image, strength=request.denoising_strength,
+                       denoising_end=args.switch, output_type='latent',
+                       **embeds.as_kwargs(), **common).images
+    else:
+        pipe = type(base).from_pipe(base, scheduler=scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        latents = pipe(width=request.width, height=request.height, denoising_end=args.switch,
+                       output_type='latent', **embeds.as_kwargs(), **common).images
+    refiner_pipe = type(refiner).from_pipe(  # from_pipe keeps the pipelines' config flags
+        refiner, scheduler=type(scheduler).from_config(scheduler.config))
+    refiner_pipe.set_progress_bar_config(disable=True)
+    image = refiner_pipe(image=latents, denoising_start=args.switch, output_type='np',
+                         **refined.as_kwargs(), **common).images[0]
+    return to_uint8(image)
+
+
+def phase_signatures(args, state):
+    """
+    Each goal kind on the fast path (its signature prepared first) against stock, same kind.
+
+    For every kind (--signature-kinds: CFG, CFG 1, few-step schedules, 2- and 3-chunk
+    prompts, img2img) it prepares the prepare_variants entry that serves it, one entry at a
+    time, recording the seconds and the GPU memory its graphs add (allocated and reserved),
+    then checks that a goal of that kind queues nothing more (its signature was the one
+    prepared), and times it against the stock tuning (--signature-stock) on the same request.
+    On a CPU (--device cpu --preset tiny: a dry run) the fast path is simulated, nothing is
+    compiled or captured and the figures mean nothing.
+    """
+    import torch
+    from sdxl_ros.engine import SdxlEngine
+    from sdxl_ros.engine.config import parse_variant
+    state.pop('engine', None)
+    state.pop('stock', None)
+    free_all()
+    torch._dynamo.reset()
+    kinds = [k.strip() for k in args.signature_kinds.split(',') if k.strip()]
+    unknown = [k for k in kinds if k not in SIGNATURE_KINDS]
+    if unknown:
+        return {'error': 'unknown --signature-kinds: ' + ', '.join(unknown)}
+    cpu = args.device == 'cpu'
+    accel = {'simulate_cuda': True, 'compile': 'none'} if cpu else {}
+    engine = SdxlEngine(make_config(args, acceleration=accel, fast_path=True))
+    engine.load()
+    size = (args.size, args.size)
+    out = {'kinds': {}, 'variants': {}}
+    for variant in dict.fromkeys(SIGNATURE_KINDS[k][0] for k in kinds):
+        free_all()
+        before = (torch.cuda.memory_allocated(), torch.cuda.memory_reserved()) \
+            if torch.cuda.is_available() else (0, 0)
+        engine.accelerator.queue_size(*size, variants=[parse_variant(variant)])
+        seconds = engine.prepare_fast_path()
+        figures = {'prepare_sec': round(seconds, 3)}
+        if torch.cuda.is_available():
+            figures['graphs_allocated_gib'] = round(
+                (torch.cuda.memory_allocated() - before[0]) / 2**30, 3)
+            figures['graphs_reserved_gib'] = round(
+                (torch.cuda.memory_reserved() - before[1]) / 2**30, 3)
+        out['variants'][variant] = figures
+    ours = {}
+    for kind in kinds:
+        request = _kind_request(args, SIGNATURE_KINDS[kind][1])
+        engine.generate(request)
+        met = [unit[2][2][0] for unit in engine.accelerator._pending if unit[0] == 'unet']
+        engine.prepare_fast_path()  # what the kind met beyond its variant, if anything
+        _first, ours[kind], figures = time_images(
+            lambda: engine.generate(request).images[0], args.images)
+        figures['unprepared_signatures_met'] = [list(shape) for shape in met]
+        out['kinds'][kind] = {'variant': SIGNATURE_KINDS[kind][0], 'ours': figures}
+        state['results']['signatures'] = out
+        write_partial(args, state)
+    out['accelerator'] = engine.accelerator.summary()
+    engine.unload()  # its memory goes before the stock pipelines load
+    free_all()
+    stock = args.signature_stock or state['results'].get('stock_best', {}).get(
+        'best_end_to_end', 'compile_default')
+    base, refiner, out['stock_tuning'] = _tuned_stock(args, stock)
+    for kind in kinds:
+        request = _kind_request(args, SIGNATURE_KINDS[kind][1])
+        try:
+            _first, image, figures = time_images(
+                lambda: _stock_kind_image(args, base, refiner, request), args.images)
+        except Exception as error:  # noqa: BLE001 - record, time the next kind
+            out['kinds'][kind]['stock'] = {'error': repr(error)[:1500]}
+            continue
+        entry = out['kinds'][kind]
+        entry['stock'] = figures
+        entry['ours_over_stock'] = round(
+            entry['ours']['median_image_sec'] / figures['median_image_sec'], 4)
+        entry['agreement_ours_vs_stock'] = agreement(ours[kind], image)
+        write_partial(args, state)
+    return out
+
+
 PHASES = {'env': phase_env, 'attention': phase_attention, 'stock_eager': phase_stock_eager,
           'stock_best': phase_stock_best, 'ours': phase_ours, 'new_size': phase_new_size,
           'fp8': phase_fp8, 'kernels': phase_kernels,
           'restart': phase_restart,
-          'memory': phase_memory, 'checkpoint': phase_checkpoint}
+          'memory': phase_memory, 'checkpoint': phase_checkpoint,
+          'signatures': phase_signatures}
 
 
 def main(argv=None):

@@ -146,3 +146,19 @@ def test_bad_fast_path_parameters_are_refused_with_a_reason():
         params.updated({'prepare_sizes': '1024x1024,big'}), check_models=False))
     assert any('multiple of 8' in p for p in check_parameters(
         params.updated({'prepare_sizes': '1020x1024'}), check_models=False))
+    for bad, reason in (('cfg,turbo', "prepare_variants: variant 'turbo' is not cfg or nocfg"),
+                        ('cfg:100', '77 per prompt chunk'), (' , ', 'prepare_variants is empty')):
+        problems = check_parameters(params.updated({'prepare_variants': bad}),
+                                    check_models=False)
+        assert any(reason in p for p in problems), problems
+
+
+def test_prepare_variants_reach_the_engine_config():
+    params = NodeParameters.defaults()
+    assert params.prepare_variants == 'cfg'  # today's behaviour: batch 2, one 77-token chunk
+    assert params.engine_config().acceleration.prepare_variants == ((2, 77),)
+    changed = params.updated({'prepare_variants': 'cfg, nocfg, cfg:154, nocfg:231'})
+    assert check_parameters(changed, check_models=False) == []
+    assert changed.engine_config().acceleration.prepare_variants == \
+        ((2, 77), (1, 77), (2, 154), (1, 231))
+    assert params.reloads_models(changed)

@@ -30,17 +30,52 @@ def parse_size(text):
     return int(parts[0]), int(parts[1])
 
 
+#: The UNet signature of a CFG goal with a one-chunk prompt: (batch, tokens).
+DEFAULT_VARIANTS = ((2, 77),)
+#: Longest prompt a variant may name, in 77-token chunks.
+MAX_VARIANT_CHUNKS = 8
+
+
+def parse_variant(text):
+    """
+    Turn 'cfg', 'nocfg', 'cfg:154' or 'nocfg:231' into the UNet's (batch, tokens).
+
+    cfg (guidance scale > 1) runs the UNet on a batch of 2 (negative and positive prompt),
+    nocfg (guidance scale <= 1) on 1; tokens (77 unless given) is 77 per prompt chunk.
+    """
+    kind, _, tokens = str(text).lower().replace(' ', '').partition(':')
+    batches = {'cfg': 2, 'nocfg': 1}
+    if kind not in batches or (tokens and not tokens.isdigit()):
+        raise ValueError(f'variant {text!r} is not cfg or nocfg, optionally :TOKENS '
+                         '(e.g. cfg, nocfg, cfg:154, nocfg:231)')
+    count = int(tokens or 77)
+    if count % 77 or not 77 <= count <= 77 * MAX_VARIANT_CHUNKS:
+        raise ValueError(f'variant {text!r}: tokens must be 77 per prompt chunk, 77 to '
+                         f'{77 * MAX_VARIANT_CHUNKS} (77, 154, 231, ...)')
+    return batches[kind], count
+
+
+def variant_name(batch, tokens):
+    """Return the parameter's spelling of a (batch, tokens) variant (parse_variant's inverse)."""
+    name = 'cfg' if batch == 2 else 'nocfg'
+    return name if tokens == 77 else f'{name}:{tokens}'
+
+
 @dataclass
 class AccelerationConfig:
     """
     How the GPU fast path works (used only when EngineConfig.fast_path applies).
 
     The defaults are the measured best on an H200 (bench/NOTES.md); the node exposes only
-    precision, prepare_sizes and compile_cache_dir, the rest are for benchmarks and tests.
+    precision, prepare_sizes, prepare_variants and compile_cache_dir, the rest are for
+    benchmarks and tests.
     precision: fp16 (same pictures as plain diffusers) or fp8 (opt-in: FP8 matmuls in both
     UNets through torchao, compute capability >= 8.9; other pictures within a few dB).
     prepare_sizes: (width, height) pairs compiled and graph-captured in the background after
     load; a goal at a size not (yet) prepared runs eagerly and is prepared afterwards.
+    prepare_variants: the UNet signatures prepared for each of prepare_sizes, as (batch,
+    tokens) pairs or parse_variant's strings ('cfg', 'nocfg', 'cfg:154'); the default is a
+    CFG goal with a one-chunk prompt. Other signatures are prepared once a goal meets them.
     compile_cache_dir: Inductor's persistent cache ('' = ~/.cache/sdxl_ros/torchinductor);
     it sets TORCHINDUCTOR_CACHE_DIR, the only way Inductor takes one.
     background_prepare: False prepares nothing by itself (benchmarks call
@@ -51,6 +86,7 @@ class AccelerationConfig:
 
     precision: str = 'fp16'
     prepare_sizes: Tuple[Tuple[int, int], ...] = STANDARD_SIZES
+    prepare_variants: Tuple[Tuple[int, int], ...] = DEFAULT_VARIANTS
     compile_cache_dir: str = ''
     background_prepare: bool = True
     compile: str = 'regional'  # noqa: A003 - the torch.compile choice, by its name
@@ -76,6 +112,9 @@ class AccelerationConfig:
         self.prepare_sizes = tuple(
             parse_size(s) if isinstance(s, str) else (int(s[0]), int(s[1]))
             for s in self.prepare_sizes)
+        variants = (parse_variant(v) if isinstance(v, str) else (int(v[0]), int(v[1]))
+                    for v in self.prepare_variants)
+        self.prepare_variants = tuple(dict.fromkeys(variants))  # once each, in order
         self.compile_regions = tuple(self.compile_regions)
 
 

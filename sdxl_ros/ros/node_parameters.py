@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, fields, make_dataclass, replace
 from typing import Optional
 
 from sdxl_ros.engine.config import (AccelerationConfig, DEVICES, DTYPES, EngineConfig,
-                                    MEMORY_MODES, needs_reload, parse_size, PRECISIONS,
-                                    STANDARD_SIZES)
+                                    MEMORY_MODES, needs_reload, parse_size, parse_variant,
+                                    PRECISIONS, STANDARD_SIZES)
 from sdxl_ros.engine.devices import parse_devices
 from sdxl_ros.engine.request import (DEFAULT_DENOISING_STRENGTH, EMPHASIS_MODES, Limits,
                                      MAX_GUIDANCE, MIN_GUIDANCE)
@@ -87,6 +87,13 @@ PARAMETERS = (
                   'the background after the node starts serving (goals first). A goal at a '
                   'size not prepared yet runs eagerly (about 2x slower) and its size is '
                   'prepared afterwards; empty = prepare only what goals meet.'),
+    ParameterSpec('prepare_variants', 'cfg',
+                  'Comma-separated UNet signatures prepared for each of prepare_sizes: cfg '
+                  '(guidance scale > 1), nocfg (guidance scale <= 1, e.g. few-step models), '
+                  'either with :TOKENS for long prompts (77 per chunk: cfg:154, nocfg:231). '
+                  'Each costs one compile and graph per size and UNet; a signature not listed '
+                  'is prepared after the first goal that meets it. Timesteps and schedulers do '
+                  "not change a signature; img2img at a size uses that size's."),
     ParameterSpec('compile_cache_dir', '',
                   "Folder for the fast path's compiled code, kept across restarts; empty = "
                   '~/.cache/sdxl_ros/torchinductor.'),
@@ -218,10 +225,16 @@ class _ParameterValues:
         """Return prepare_sizes as (width, height) pairs (ValueError names a bad entry)."""
         return tuple(parse_size(item) for item in self.prepare_sizes.split(',') if item.strip())
 
+    def variants_to_prepare(self):
+        """Return prepare_variants as (batch, tokens) pairs (ValueError names a bad entry)."""
+        return tuple(parse_variant(item) for item in self.prepare_variants.split(',')
+                     if item.strip())
+
     def acceleration(self):
         """Return the fast path's configuration these values describe."""
         return AccelerationConfig(precision=self.precision,
                                   prepare_sizes=self.sizes_to_prepare(),
+                                  prepare_variants=self.variants_to_prepare(),
                                   compile_cache_dir=self.compile_cache_dir)
 
     def device_names(self):
@@ -280,6 +293,11 @@ def check_parameters(params, check_models=True):
                 problems.append(f'prepare_sizes entry {width}x{height} is not a multiple of 8')
     except ValueError as error:
         problems.append(f'prepare_sizes: {error}')
+    try:
+        if not params.variants_to_prepare():
+            problems.append('prepare_variants is empty: name at least one (e.g. cfg)')
+    except ValueError as error:
+        problems.append(f'prepare_variants: {error}')
     problems += parse_devices(params.devices)[1]
     if check_models:
         problems.extend(_model_problems(params))

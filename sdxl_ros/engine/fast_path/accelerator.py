@@ -108,12 +108,21 @@ class Accelerator:
         """Queue a UNet signature a goal met without a graph (prepared later)."""
         self._queue(('unet', graphed, key))
 
-    def queue_size(self, width, height):
-        """Queue everything an image of width x height needs (both UNets, the VAE decode)."""
+    def queue_size(self, width, height, variants=None):
+        """
+        Queue everything an image of width x height needs (both UNets, the VAE decode).
+
+        One UNet signature per (batch, tokens) of `variants` (default: the configured
+        prepare_variants) for each UNet.
+        """
         pooled = self.base.text_encoder_2.config.projection_dim
+        if variants is None:
+            variants = self.config.prepare_variants
         for graphed in self.graphed:
             if isinstance(graphed, GraphedUNet):
-                self._queue(('unet', graphed, unet_key(graphed.unet, width, height, pooled)))
+                for batch, tokens in variants:
+                    self._queue(('unet', graphed, unet_key(graphed.unet, width, height,
+                                                           pooled, batch, tokens)))
         if self.fast_vae is not None:
             channels = self.fast_vae.config.latent_channels
             self._queue(('vae', (1, channels, height // 8, width // 8)))

@@ -22,10 +22,11 @@ Nothing is compiled or captured inside a goal: a UNet call or VAE decode whose s
 no prepared graph runs eagerly (`torch.compiler.set_stance('force_eager')`) and is queued for
 preparation (fast_path/accelerator.py). Preparing (compile + capture for one signature) runs
 in the engine's background thread between goals (fast_path/preparation.py), first for
-`AccelerationConfig.prepare_sizes`, then for what goals met; it yields to a waiting goal at
-the next UNet stage. A failure while applying, preparing or replaying switches the fast path
-off completely (fast_path/switching.py: plain diffusers modules again, bit-identical to
-fast_path false) and the goal is served plainly.
+`AccelerationConfig.prepare_sizes` (one UNet signature per `prepare_variants` entry), then
+for what goals met; it yields to a waiting goal at the next UNet stage. A failure while
+applying, preparing or replaying switches the fast path off completely (fast_path/switching.py:
+plain diffusers modules again, bit-identical to fast_path false) and the goal is served
+plainly.
 """
 
 import copy

@@ -99,9 +99,13 @@ class GraphedUNet(_GraphedModule):
         return self.module
 
     @staticmethod
-    def signature_of(sample, timestep, encoder_hidden_states, added_cond_kwargs, return_dict):
+    def signature_of(sample, timestep, encoder_hidden_states, added_cond_kwargs, return_dict,
+                     cuda_only=True):
         """
         Hashable description of the inputs, or None when a graph cannot serve them.
+
+        `cuda_only` False (a CPU under simulate_cuda) describes CPU tensors too, so that the
+        queueing of what goals meet is tested without a GPU.
 
         The timestep is graphed as a float32 tensor whatever the scheduler's dtype: the UNet's
         time projection converts it to float32 first, so the result is the same.
@@ -112,7 +116,9 @@ class GraphedUNet(_GraphedModule):
             return None
         tensors = (sample, encoder_hidden_states, added_cond_kwargs['text_embeds'],
                    added_cond_kwargs['time_ids'])
-        if not all(torch.is_tensor(t) and t.is_cuda for t in tensors) or not timestep.is_cuda:
+        if not all(torch.is_tensor(t) for t in tensors):
+            return None
+        if cuda_only and not (all(t.is_cuda for t in tensors) and timestep.is_cuda):
             return None
         return ((tuple(sample.shape), sample.dtype), (tuple(timestep.shape), torch.float32)) \
             + tuple((tuple(t.shape), t.dtype) for t in tensors[1:]) + (bool(return_dict),)
@@ -124,11 +130,12 @@ class GraphedUNet(_GraphedModule):
             self.before_call()
         extra = args or any(kwargs.get(name) is not None for name in _UNSUPPORTED_WHEN_SET)
         key = None if extra else self.signature_of(sample, timestep, encoder_hidden_states,
-                                                   added_cond_kwargs, return_dict)
+                                                   added_cond_kwargs, return_dict,
+                                                   cuda_only=self.capture)
         entry = self.graphs.get(key) if key is not None else None
         if entry is None:
             self.fallbacks += 1
-            if key is not None and self.on_missing is not None \
+            if key is not None and key not in self.graphs and self.on_missing is not None \
                     and len(self.graphs) < self.max_graphs:
                 self.on_missing(self, key)
             with force_eager():
