@@ -23,6 +23,7 @@ def depth_16(values, bigendian=False, pad=0):
                    step=2 * width + pad, data=b''.join(rows))
 
 
+@pytest.mark.ros  # builds ROS messages: skipped where ROS is missing
 def test_16uc1_is_read_in_either_byte_order_and_with_padded_rows():
     from sdxl_ros.ros.control_units import control_image_to_numpy
     values = [[500, 0, 1000], [2000, 65535, 1]]
@@ -31,6 +32,7 @@ def test_16uc1_is_read_in_either_byte_order_and_with_padded_rows():
         assert array.dtype == np.uint16 and array.tolist() == values
 
 
+@pytest.mark.ros  # builds ROS messages: skipped where ROS is missing
 def test_32fc1_keeps_nan_and_inf():
     from sdxl_ros.ros.control_units import control_image_to_numpy
     values = np.array([[1.5, np.nan], [np.inf, 0.25]], '<f4')
@@ -40,6 +42,7 @@ def test_32fc1_keeps_nan_and_inf():
     assert np.array_equal(array, values, equal_nan=True)
 
 
+@pytest.mark.ros  # builds ROS messages: skipped where ROS is missing
 @pytest.mark.parametrize('msg, module, words', [
     (lambda: raw_msg(height=2, width=2, encoding='rgb8', step=6, data=b'\0' * 12),
      'depth_metric', ['needs a depth frame', "'rgb8'"]),
@@ -58,6 +61,7 @@ def test_bad_control_images_are_refused_with_the_reason(msg, module, words):
     assert all(word in str(error.value) for word in words), error.value
 
 
+@pytest.mark.ros  # builds ROS messages: skipped where ROS is missing
 def test_goal_units_with_topics_get_stand_ins_until_their_frames_come():
     from sdxl_ros.msg import ControlUnit
     from sdxl_ros.ros.control_units import control_topics, goal_control_units
@@ -85,6 +89,7 @@ def test_spec_syntax_tells_files_from_topics():
     assert parse_spec('none:topic=relative/topic')[1] == ('topic', 'relative/topic')
 
 
+@pytest.mark.ros  # builds ROS messages: skipped where ROS is missing
 @pytest.mark.parametrize('spec, words', [
     ('depth:camera', ['neither a picture file', 'topic']),
     ('depth:/t:weight=heavy', ['not a number']),
@@ -98,6 +103,7 @@ def test_bad_specs_are_refused_with_the_reason(spec, words):
     assert all(word in str(error.value) for word in words), error.value
 
 
+@pytest.mark.ros  # builds ROS messages: skipped where ROS is missing
 def test_a_16_bit_depth_png_becomes_a_16uc1_unit(tmp_path):
     path = tmp_path / 'depth.png'
     depth = np.array([[800, 0], [3000, 65535]], np.uint16)

@@ -89,13 +89,20 @@ def test_same_inputs_bit_identical_other_init_differs(engine):
 
 
 def test_low_strength_stays_closer_to_the_init_image(engine):
-    init = picture(3)
+    """
+    A low strength keeps the init picture: two init pictures give results far apart at 0.2,
+    nearly the same at 1.0 (which starts from noise).
 
-    def distance(strength):
-        image = engine.generate(tiny_request(init_image=init, denoising_strength=strength,
-                                             steps=10)).images[0]
-        return np.abs(image.astype(int) - init.astype(int)).mean()
-    assert distance(0.2) < distance(1.0)
+    Measured between results, not against the init picture: the tiny model's VAE round trip
+    alone lands ~51/255 from any input, which drowns the strength (2.5-3.0 apart at 0.2 and
+    ~0.09 at 1.0 on both library generations).
+    """
+    def spread(strength):
+        first, second = (engine.generate(tiny_request(
+            init_image=picture(n), denoising_strength=strength, steps=10)).images[0].astype(int)
+            for n in (3, 4))
+        return np.abs(first - second).mean()
+    assert spread(0.2) > 10 * spread(1.0)
 
 
 def test_cancel_mid_img2img_decodes_nothing(engine):

@@ -58,6 +58,7 @@ def test_node_accepts_the_file(ros_client, start_node, path):
     assert got == {name: values[name] for name in names}
 
 
+@pytest.mark.ros  # builds a goal message: skipped where ROS is missing
 def test_fast_file_makes_empty_goals_few_step_goals():
     """A goal that sets only a prompt becomes Lightning's settings: 4 steps, CFG 1, no refiner."""
     from sdxl_ros.engine.request import validate_request
