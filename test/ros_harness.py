@@ -169,6 +169,14 @@ def wait_for(predicate, timeout, interval=0.02):
         time.sleep(interval)
 
 
+def other_type_topic(ros_client, topic):
+    """Publish std_msgs/String on `topic`, wait until it is in the graph; return both."""
+    from std_msgs.msg import String
+    publisher = ros_client.node.create_publisher(String, topic, 10)
+    wait_for(lambda: topic in dict(ros_client.node.get_topic_names_and_types()), 10)
+    return topic, publisher
+
+
 def wait_future(future, timeout):
     """Wait for an rclpy future spun by a background executor; return its result."""
     if not wait_for(future.done, timeout):

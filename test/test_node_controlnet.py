@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from reliability_report import module_node
-from ros_harness import assert_refused, assert_served, wait_for
+from ros_harness import assert_refused, assert_served, other_type_topic, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -136,15 +136,6 @@ def test_cancel_while_waiting_for_a_control_frame(ros_client, node):
     assert 'waiting for the control image of unit 0' in response.result.message
 
 
-def _other_type_topic(ros_client):
-    """Publish std_msgs/String on a fresh topic and wait until it is in the graph."""
-    from std_msgs.msg import String
-    topic = topic_name()
-    publisher = ros_client.node.create_publisher(String, topic, 10)
-    wait_for(lambda: topic in dict(ros_client.node.get_topic_names_and_types()), 10)
-    return topic, publisher
-
-
 FLOAT_FRAME = {'height': 2, 'width': 2, 'encoding': '32FC1', 'step': 8, 'data': b'\0' * 16}
 
 # (id, units, words the refusal names)
@@ -190,7 +181,7 @@ def test_bad_units_are_refused_and_the_node_keeps_serving(ros_client, node, unit
     for fields in units:
         fields = dict(fields)
         if fields.get('image_topic') == 'OTHER':
-            fields['image_topic'], publisher = _other_type_topic(ros_client)
+            fields['image_topic'], publisher = other_type_topic(ros_client, topic_name())
         control.append(unit(**fields))
     try:
         run = ros_client.send_goal(node.name_of('generate'), **GOAL, control=control)

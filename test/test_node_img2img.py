@@ -16,7 +16,7 @@ from PIL import Image as PilImage, ImageFilter
 import pytest
 
 from reliability_report import module_node
-from ros_harness import assert_refused, assert_served, wait_for
+from ros_harness import assert_refused, assert_served, other_type_topic, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -135,15 +135,6 @@ def test_cancel_while_waiting_for_the_frame(ros_client, node):
     assert 'waiting for the init image' in response.result.message
 
 
-def _other_type_topic(ros_client):
-    """Publish std_msgs/String on a fresh topic and wait until it is in the graph."""
-    from std_msgs.msg import String
-    topic = topic_name()
-    publisher = ros_client.node.create_publisher(String, topic, 10)
-    wait_for(lambda: topic in dict(ros_client.node.get_topic_names_and_types()), 10)
-    return topic, publisher
-
-
 MASK_32 = np.full((32, 64), 255, np.uint8)
 
 # (id, goal fields over {'prompt': 'a robot'}, words the refusal names)
@@ -186,7 +177,7 @@ def test_bad_input_is_refused_and_the_node_keeps_serving(ros_client, node, field
     publisher = None
     for key, value in fields.items():
         if value == 'OTHER':
-            value, publisher = _other_type_topic(ros_client)
+            value, publisher = other_type_topic(ros_client, topic_name())
         values[key] = value() if callable(value) else value
     try:
         run = ros_client.send_goal(node.name_of('generate'), **values)
