@@ -90,12 +90,12 @@ def test_same_inputs_bit_identical_other_init_differs(engine):
 
 def test_low_strength_stays_closer_to_the_init_image(engine):
     """
-    A low strength keeps the init picture: two init pictures give results far apart at 0.2,
-    nearly the same at 1.0 (which starts from noise).
+    Keep the init picture at a low strength, not at full strength.
 
-    Measured between results, not against the init picture: the tiny model's VAE round trip
-    alone lands ~51/255 from any input, which drowns the strength (2.5-3.0 apart at 0.2 and
-    ~0.09 at 1.0 on both library generations).
+    Two init pictures give results far apart at 0.2 and nearly the same at 1.0 (which starts
+    from noise). Measured between results, not against the init picture: the tiny model's VAE
+    round trip alone lands ~51/255 from any input, which drowns the strength (2.5-3.0 apart at
+    0.2 and ~0.09 at 1.0 on both library generations).
     """
     def spread(strength):
         first, second = (engine.generate(tiny_request(

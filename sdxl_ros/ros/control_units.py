@@ -15,7 +15,7 @@ import numpy as np
 from sdxl_ros.engine.control_images import DEPTH_FRAME_MODULES
 from sdxl_ros.engine.control_request import ControlUnitRequest
 from sdxl_ros.engine.request import RequestError
-from sdxl_ros.ros.image_conversion import image_msg_to_numpy
+from sdxl_ros.ros.image_conversion import image_msg_to_numpy, pixel_rows
 
 #: Depth encodings: numpy dtype (little-endian form) of one pixel.
 DEPTH_ENCODINGS = {'16UC1': '<u2', '32FC1': '<f4'}
@@ -34,17 +34,7 @@ def depth_msg_to_numpy(msg):
     dtype = np.dtype(DEPTH_ENCODINGS[msg.encoding])
     if msg.is_bigendian:
         dtype = dtype.newbyteorder('>')
-    if msg.width == 0 or msg.height == 0:
-        raise ValueError(f'image is {msg.width}x{msg.height} pixels: nothing to read')
-    row_bytes = dtype.itemsize * msg.width
-    if msg.step < row_bytes:
-        raise ValueError(f'step {msg.step} is less than width {msg.width} x {dtype.itemsize} '
-                         f'bytes per {msg.encoding} pixel = {row_bytes}')
-    if len(msg.data) < msg.step * msg.height:
-        raise ValueError(f'image data too short: {len(msg.data)} bytes, but height '
-                         f'{msg.height} x step {msg.step} = {msg.step * msg.height}')
-    rows = np.frombuffer(bytes(msg.data), np.uint8)[:msg.step * msg.height]
-    rows = rows.reshape(msg.height, msg.step)[:, :row_bytes]
+    rows = pixel_rows(msg, dtype.itemsize)
     return np.ascontiguousarray(rows).view(dtype).reshape(msg.height, msg.width) \
         .astype(dtype.newbyteorder('='))
 

@@ -53,20 +53,29 @@ def numpy_to_mono_msg(array, stamp=None, frame_id=''):
     return msg
 
 
-def _pixels(msg, channels):
-    """Return the HxWxC uint8 pixels of `msg` after checking its size, step and data length."""
+def pixel_rows(msg, bytes_per_pixel):
+    """
+    Return the HxW*bytes_per_pixel uint8 rows of `msg`, row padding dropped.
+
+    Checks size, step and data length first (ValueError with the reason); the one reader of
+    raw Image geometry for pictures and depth frames alike.
+    """
     if msg.width == 0 or msg.height == 0:
         raise ValueError(f'image is {msg.width}x{msg.height} pixels: nothing to read')
-    row_bytes = channels * msg.width
+    row_bytes = bytes_per_pixel * msg.width
     if msg.step < row_bytes:
-        raise ValueError(f'step {msg.step} is less than width {msg.width} x {channels} '
+        raise ValueError(f'step {msg.step} is less than width {msg.width} x {bytes_per_pixel} '
                          f'byte(s) per {msg.encoding} pixel = {row_bytes}')
     if len(msg.data) < msg.step * msg.height:
         raise ValueError(f'image data too short: {len(msg.data)} bytes, but height '
                          f'{msg.height} x step {msg.step} = {msg.step * msg.height}')
     rows = np.frombuffer(bytes(msg.data), dtype=np.uint8)[:msg.step * msg.height]
-    array = rows.reshape(msg.height, msg.step)[:, :row_bytes]
-    return array.reshape(msg.height, msg.width, channels)
+    return rows.reshape(msg.height, msg.step)[:, :row_bytes]
+
+
+def _pixels(msg, channels):
+    """Return the HxWxC uint8 pixels of `msg` after checking its size, step and data length."""
+    return pixel_rows(msg, channels).reshape(msg.height, msg.width, channels)
 
 
 def image_msg_to_numpy(msg):
